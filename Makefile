@@ -1,0 +1,28 @@
+# One-command set-up: `make demo` runs the demo pipeline, `make test` the test suite.
+# Both create the virtual environment .venv on first use (CPU build of torch 2.13.0).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.amif-installed
+
+.PHONY: setup demo test lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[demo,test]"
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/amif demo --out runs/demo
+
+test: setup
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check src tests
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

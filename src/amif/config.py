@@ -1,0 +1,316 @@
+"""Typed experiment configuration: YAML files with ``model`` / ``data`` / ``run`` sections.
+
+A YAML file is read into nested dataclasses. Every key is checked: an unknown key is an error that
+names it and lists the valid ones, and a value of the wrong type is an error too. A file may start
+from another one with ``_base_: other.yaml`` (path relative to the file). Any key can be overridden
+from the command line as ``section.key=value`` (the value is parsed as YAML).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from pathlib import Path
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from amif.errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass
+class ImageEncoderConfig:
+    """CLIP vision transformer. Paper: ViT-B/16 at 288 px, first 11 of 12 blocks."""
+
+    pretrained: str | None = None  # HF CLIP folder or OpenAI ViT-B-16.pt; None = random init
+    image_size: int = 288
+    patch_size: int = 16
+    hidden_size: int = 768
+    num_layers: int = 11
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "quick_gelu"
+
+
+@dataclasses.dataclass
+class TextEncoderConfig:
+    """BERT-family question encoder loaded from a local folder (``minilm`` = the packaged MiniLM)."""
+
+    path: str = "minilm"
+    pretrained: bool = True  # False: same architecture from the folder's config, random weights
+    num_layers: int | None = None  # keep only the first N layers (None: all)
+    max_length: int = 30
+
+
+@dataclasses.dataclass
+class FusionConfig:
+    """Two-stream co-attention layers (self-attention, cross-attention, feed-forward per stream)."""
+
+    hidden_size: int = 768
+    num_layers: int = 6
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    dropout: float = 0.1
+
+
+@dataclasses.dataclass
+class GCAConfig:
+    """Gated cross-attention over the answer vocabulary (spec 1.4)."""
+
+    enabled: bool = True
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    dropout: float = 0.1
+    prior_mode: str = "vocab"  # "vocab": set of answer words; "sentence": whole answers
+    max_prior_length: int = 3000
+
+
+@dataclasses.dataclass
+class DecoderConfig:
+    """Causal BERT-style answer decoder with cross-attention to the fused features."""
+
+    num_layers: int | None = None  # None: as many as the text encoder has
+    cross_attention_from: int = 6  # layers with index >= this get cross-attention
+    init_from_text_encoder: bool = True  # copy the text encoder's pretrained weights
+    max_answer_length: int = 30
+    rank_k: int = 32  # candidates kept by first-token probability before full re-scoring
+    dropout: float = 0.1
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    image_encoder: ImageEncoderConfig = dataclasses.field(default_factory=ImageEncoderConfig)
+    text_encoder: TextEncoderConfig = dataclasses.field(default_factory=TextEncoderConfig)
+    fusion: FusionConfig = dataclasses.field(default_factory=FusionConfig)
+    gca: GCAConfig = dataclasses.field(default_factory=GCAConfig)
+    decoder: DecoderConfig = dataclasses.field(default_factory=DecoderConfig)
+
+
+@dataclasses.dataclass
+class AugmentConfig:
+    """Training augmentation (spec 3.3): random resized crop + RandAugment; test transform is a resize."""
+
+    enabled: bool = True
+    scale: tuple[float, float] = (0.6, 1.0)
+    randaug_n: int = 2
+    randaug_m: int = 7
+    randaug_p: float = 0.8
+    hflip: bool = False  # off: left/right answers depend on orientation
+
+
+@dataclasses.dataclass
+class DataConfig:
+    root: str = ""  # prepared dataset folder (train.jsonl, val.jsonl, test.jsonl, images/)
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+    protocol: str = "clean"  # "clean" (train+val vocabulary) or "paper" (leaky, as published code)
+    train_on_val: bool = False  # clean protocol only: fold val into training (no model selection then)
+    blank_images: bool = False  # question-only baseline: every image is replaced by a blank one
+    num_workers: int = 0
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+
+
+@dataclasses.dataclass
+class RunConfig:
+    output_dir: str = "runs/vqa"
+    seed: int = 42
+    max_epochs: int = 50
+    max_steps: int = -1
+    batch_size: int = 24
+    eval_batch_size: int = 32
+    lr: float = 1.5e-5
+    lr_new_modules: float | None = None  # optional separate LR for randomly initialised modules
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.98)
+    warmup_fraction: float = 0.4
+    min_lr: float = 1e-8
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: float | None = None
+    precision: str = "32-true"  # e.g. "16-mixed" / "bf16-mixed" on GPU
+    accelerator: str = "auto"
+    devices: Any = 1
+    strategy: str = "auto"  # "ddp" for multi-GPU
+    val_every_n_epochs: int = 1
+    log_every_n_steps: int = 10
+    init_from: str | None = None  # pre-training checkpoint or saved model folder
+    progress_bar: bool = True
+    save_top_k: int = 1
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    run: RunConfig = dataclasses.field(default_factory=RunConfig)
+
+
+# --------------------------------------------------------------------------- generic machinery
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` (converting lists to tuples, ints to floats)."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{where}: {value!r} is not a valid {_type_name(tp)}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of {tp.__name__} keys, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin is tuple:
+        args = get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is list:
+        (arg,) = get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, arg, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
+    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise :class:`ConfigError`."""
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise ConfigError(
+            f"unknown key {where}.{unknown[0]}" + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
+            + f"; valid keys of {where} are: {', '.join(names)}"
+        )
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain-Python (YAML-safe) form of a config dataclass; tuples become lists."""
+
+    def conv(v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return [conv(x) for x in v]
+        if isinstance(v, dict):
+            return {k: conv(x) for k, x in v.items()}
+        return v
+
+    return conv(dataclasses.asdict(cfg))
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config, following ``_base_`` references (relative to the including file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    base = data.pop("_base_", None)
+    if base is not None:
+        data = _deep_merge(read_yaml(path.parent / base), data)
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a nested dict."""
+    data = _deep_merge({}, data)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: value is not valid YAML: {e}") from e
+        parts = key.strip().split(".")
+        node = data
+        for p in parts[:-1]:
+            child = node.setdefault(p, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {p} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, cls: type[T] = ExperimentConfig
+) -> T:
+    """Load a YAML experiment file (or the defaults when ``path`` is None) and apply overrides."""
+    data = read_yaml(path) if path is not None else {}
+    data = apply_overrides(data, overrides)
+    cfg = from_dict(cls, data, "config")
+    validate(cfg)
+    return cfg
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+
+
+def validate(cfg: Any) -> None:
+    """Cross-field checks that types alone cannot express."""
+    if isinstance(cfg, ExperimentConfig):
+        if cfg.data.protocol not in ("clean", "paper"):
+            raise ConfigError(f"config.data.protocol must be 'clean' or 'paper', got {cfg.data.protocol!r}")
+        if cfg.model.gca.prior_mode not in ("vocab", "sentence"):
+            raise ConfigError(f"config.model.gca.prior_mode must be 'vocab' or 'sentence', got {cfg.model.gca.prior_mode!r}")
+        if cfg.model.fusion.hidden_size % cfg.model.fusion.num_heads:
+            raise ConfigError("config.model.fusion.hidden_size must be divisible by num_heads")
+        if cfg.model.fusion.hidden_size % cfg.model.gca.num_heads:
+            raise ConfigError("config.model.fusion.hidden_size must be divisible by gca.num_heads")
+        if not 0.0 <= cfg.run.warmup_fraction < 1.0:
+            raise ConfigError("config.run.warmup_fraction must lie in [0, 1)")
+
+
+__all__ = [name for name in dir() if name.endswith("Config")] + [
+    "from_dict", "to_dict", "load_config", "save_config", "read_yaml", "apply_overrides", "validate",
+]

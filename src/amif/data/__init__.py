@@ -1,0 +1,1 @@
+"""Data: record formats, image loading, transforms, datasets and dataset builders."""

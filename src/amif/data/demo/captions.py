@@ -1,0 +1,89 @@
+"""Radiology-figure-style captions of the demo images, written from the generated ground truth."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from amif.data.demo.lesions import intensity_term
+
+_COUNT = {1: "a single", 2: "two", 3: "three"}
+_NAME = {  # how a caption names the source image
+    "mni": "T1-weighted MRI (MNI152 template)",
+    "inv": "non-contrast CT",
+    "ct_head": "non-contrast CT",
+    "ct_spine": "CT",
+    "xr_chest": "chest radiograph",
+    "xr_leg": "radiograph",
+    "mr_shoulder": "T1-weighted MRI",
+    "mr_abdomen": "T1-weighted MRI",
+    "us_pelvis": "ultrasound",
+    "us_lymph": "power Doppler ultrasound",
+    "nm_bone": "bone scintigraphy",
+    "fundus": "colour fundus photograph",
+    "pathology": "immunohistochemistry micrograph",
+}
+_ORGAN_PHRASE = {
+    "brain": "the brain", "spine": "the thoracic spine", "chest": "the chest", "shoulder": "the shoulder",
+    "pelvis": "the pelvis", "whole body": "the whole body", "retina": "the left retina",
+    "colon": "colonic mucosa", "leg": "the lower leg", "abdomen": "the upper abdomen",
+    "lymph node": "a lymph node",
+}
+_SIDE = {"left": "left", "right": "right", "upper": "upper", "lower": "lower",
+         "anterior": "anterior", "posterior": "posterior"}
+
+
+def _location(position: dict[str, str], region: str) -> str:
+    """"in the left upper brain" style phrase of a single lesion (empty when no axis applies)."""
+    words = [position[a] for a in ("lr", "ap", "ud") if a in position]
+    if not words:
+        return ""
+    if region == "image":
+        return f" in the {' '.join(words)} part of the image"
+    return f" in the {' '.join(words)} {region}"
+
+
+def findings(truth: dict) -> str:
+    """The findings sentence (no trailing full stop)."""
+    lesions = truth["lesions"]
+    n = len(lesions)
+    if n == 0:
+        return "no focal lesion is seen"
+    term = intensity_term(truth["modality"], lesions[0]["intensity"])
+    noun = "lesion" if n == 1 else "lesions"
+    if truth["modality"] == "nuclear medicine":
+        desc = f"{_COUNT[n]} focal {noun} with {term}"
+    else:
+        desc = f"{_COUNT[n]} {term} {noun}"
+    sizes = [les["diameter_mm"] for les in lesions if les.get("diameter_mm") is not None]
+    if n == 1:
+        les = lesions[0]
+        if les.get("diameter_mm") is not None:
+            desc = desc.replace(f"{_COUNT[1]} ", f"{_COUNT[1]} {les['view_diameter_mm']:.0f} mm ", 1)
+        return desc + _location(truth.get("position", {}), truth.get("region", "image"))
+    if sizes:
+        desc += f", the largest {max(les['view_diameter_mm'] for les in lesions):.0f} mm across"
+    sides = {les.get("side") for les in lesions if les.get("side")}
+    if len(sides) == 1:
+        desc += f", all on the {sides.pop()} side"
+    elif len(sides) == 2:
+        desc += ", on both sides"
+    return desc
+
+
+def caption(rng: np.random.Generator, source: str, truth: dict) -> str:
+    """One caption of one image; the template is chosen with ``rng``."""
+    name = _NAME.get(source, truth["modality"])
+    organ = _ORGAN_PHRASE.get(truth["organ"], f"the {truth['organ']}")
+    view = truth.get("view_desc") or ""
+    head = f"{view.capitalize()} {name} of {organ}" if view else f"{name[0].upper()}{name[1:]} of {organ}"
+    if not truth.get("lesion_questions", True):
+        return head + "."
+    f = findings(truth)
+    form = int(rng.integers(3))
+    if form == 0:
+        return f"{head}. {f[0].upper()}{f[1:]}."
+    if form == 1:
+        if f.startswith("no "):
+            return f"{head} without a focal lesion."
+        return f"{head} showing {f}."
+    return f"{f[0].upper()}{f[1:]} on this {view + ' ' if view else ''}{name} of {organ}."

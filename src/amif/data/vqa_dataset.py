@@ -1,0 +1,80 @@
+"""PyTorch dataset of VQA records: image tensor + normalised question + answer + labels."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from amif.answers import normalize_question
+from amif.data.images import load_image
+from amif.data.records import VQARecord, resolve_image
+from amif.errors import DataError
+
+
+class VQADataset(Dataset):
+    """Items are dicts: ``pixel_values`` [3, H, W], ``question``, ``answer``, ``qid``, ``answer_type``,
+    ``question_type``. With ``blank_images`` every image is a constant (the question-only baseline).
+
+    Missing images and empty questions are reported at construction, naming the file and record.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        records: Sequence[VQARecord],
+        transform: Callable[[Any], torch.Tensor],
+        *,
+        image_size: int,
+        blank_images: bool = False,
+        source: str | None = None,
+    ):
+        self.root = Path(root)
+        self.records = list(records)
+        self.transform = transform
+        self.image_size = image_size
+        self.blank_images = blank_images
+        self.source = source or str(self.root)
+        self.questions = []
+        for r in self.records:
+            try:
+                self.questions.append(normalize_question(r.question))
+            except ValueError as e:
+                raise DataError(f"question is empty ({e})", path=self.source, record=f"qid {r.qid!r}") from e
+            if not blank_images and not resolve_image(self.root, r.image).is_file():
+                raise DataError(
+                    f"image {r.image!r} not found under {self.root}", path=self.source, record=f"qid {r.qid!r}"
+                )
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        r = self.records[index]
+        if self.blank_images:
+            pixels = torch.zeros(3, self.image_size, self.image_size)
+        else:
+            path = resolve_image(self.root, r.image)
+            try:
+                pixels = self.transform(load_image(path))
+            except DataError as e:
+                raise DataError(str(e), path=self.source, record=f"qid {r.qid!r}") from e
+        return {
+            "pixel_values": pixels,
+            "question": self.questions[index],
+            "answer": r.answer,
+            "qid": r.qid,
+            "answer_type": r.answer_type,
+            "question_type": r.question_type,
+        }
+
+
+def collate_vqa(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack images; keep strings and labels as lists (tokenisation happens in the model's module)."""
+    out: dict[str, Any] = {"pixel_values": torch.stack([it["pixel_values"] for it in items])}
+    for key in ("question", "answer", "qid", "answer_type", "question_type"):
+        out[key] = [it[key] for it in items]
+    return out

@@ -1,0 +1,33 @@
+"""Single-image inference: load a saved model folder and answer questions about one image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from amif.answers import normalize_question
+from amif.data.images import load_image
+from amif.data.transforms import build_eval_transform
+from amif.evaluation import predict_batch
+from amif.models.vqa import AMiFVQA
+
+
+class VQAPredictor:
+    """``VQAPredictor.from_pretrained(folder).answer("scan.dcm", "Is there a lesion?")``."""
+
+    def __init__(self, model: AMiFVQA):
+        self.model = model.eval()
+        self.transform = build_eval_transform(model.image_encoder.image_size)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu") -> VQAPredictor:
+        return cls(AMiFVQA.from_pretrained(folder).to(device))
+
+    def answer(self, image: str | Path | Image.Image, question: str, top_k: int = 5) -> list[tuple[str, float]]:
+        """Top ``top_k`` answers with probabilities for ``question`` about ``image`` (PNG/JPEG/DICOM or PIL)."""
+        img = image if isinstance(image, Image.Image) else load_image(image)
+        batch = {"pixel_values": self.transform(img.convert("RGB"))[None], "question": [normalize_question(question)]}
+        pred = predict_batch(self.model, batch, top_k=top_k)[0]
+        return list(zip(pred["answers"], pred["probs"]))

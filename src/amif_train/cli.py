@@ -1,0 +1,133 @@
+"""The ``amif`` command-line tool."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from amif.errors import AmifError
+
+
+def _quiet_libraries() -> None:
+    """Keep transformers' load reports and download bars out of the user's console."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from amif.config import load_config
+    from amif_train.finetune import run_finetune
+
+    cfg = load_config(args.config, args.overrides)
+    run_finetune(cfg, resume=args.resume)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from amif.data.records import load_split, split_file
+    from amif.data.transforms import build_eval_transform
+    from amif.data.vqa_dataset import VQADataset
+    from amif.evaluation import evaluate_dataset
+    from amif.models.vqa import AMiFVQA
+    from amif_train.reporting import format_table, write_results
+
+    model = AMiFVQA.from_pretrained(args.model)
+    records = load_split(args.data, args.split)
+    size = model.image_encoder.image_size
+    ds = VQADataset(args.data, records, build_eval_transform(size), image_size=size,
+                    blank_images=args.blank_images, source=str(split_file(args.data, args.split)))
+    qtypes = sorted({r.question_type for r in records if r.question_type})
+    rows, metrics = evaluate_dataset(model, ds, batch_size=args.batch_size, question_types=qtypes, progress=True)
+    out = Path(args.out or Path(args.model) / f"results_{args.split}.json")
+    protocol = model.meta.get("protocol", "unknown")
+    write_results(out, metrics=metrics, predictions=rows, split=args.split, model=str(args.model),
+                  dataset=str(args.data), protocol=protocol,
+                  protocol_description=model.meta.get("protocol_description"), blank_images=args.blank_images)
+    print(format_table({"AMiF": metrics}))
+    print(f"\nprotocol: {protocol}; {metrics.get('n_answer_not_in_candidates', 0)} answers not among the candidates "
+          f"(counted wrong)\nresults written to {out}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from amif.inference import VQAPredictor
+
+    predictor = VQAPredictor.from_pretrained(args.model)
+    answers = predictor.answer(args.image, args.question, top_k=args.top_k)
+    if args.json:
+        print(json.dumps([{"answer": a, "prob": p} for a, p in answers]))
+    else:
+        for rank, (a, p) in enumerate(answers, 1):
+            print(f"{rank}. {a}  ({100 * p:.1f}%)")
+    return 0
+
+
+def _add_overrides(p: argparse.ArgumentParser) -> None:
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. run.max_epochs=3")
+
+
+def build_parser(extra: Sequence[Callable[[argparse._SubParsersAction], None]] = ()) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="amif", description="AMiF for medical visual question answering")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show library logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("finetune", help="fine-tune on a VQA dataset, select on val, evaluate on test")
+    p.add_argument("--config", required=True, help="YAML experiment file")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoints/last.ckpt")
+    _add_overrides(p)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("evaluate", help="evaluate a saved model on one split and write a results JSON")
+    p.add_argument("--model", required=True, help="model folder written by finetune")
+    p.add_argument("--data", required=True, help="prepared dataset folder")
+    p.add_argument("--split", default="test")
+    p.add_argument("--out", help="results JSON (default MODEL/results_SPLIT.json)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--blank-images", action="store_true", help="question-only evaluation")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="answer a question about one image (PNG/JPEG/DICOM)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--image", required=True)
+    p.add_argument("--question", required=True)
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a list")
+    p.set_defaults(func=cmd_predict)
+
+    for add in extra:
+        add(sub)
+    return parser
+
+
+def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
+    from amif_train import commands
+
+    return commands.ALL
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser(_extra_commands())
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    _quiet_libraries()
+    try:
+        return args.func(args)
+    except AmifError as e:
+        print(f"amif: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""``amif finetune``: fine-tune on train, select on validation, evaluate the selected model on test once."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from torch.utils.data import DataLoader
+
+from amif.config import ExperimentConfig
+from amif.data.records import load_split, split_file
+from amif.data.transforms import build_eval_transform, build_train_transform
+from amif.data.vqa_dataset import VQADataset, collate_vqa
+from amif.evaluation import evaluate_dataset
+from amif.models.vqa import AMiFVQA
+from amif.protocols import build_answer_lists
+from amif_train.reporting import format_table, write_results
+from amif_train.run_info import write_run_info
+from amif_train.vqa_module import VQAModule
+
+log = logging.getLogger("amif")
+
+
+def build_datasets(cfg: ExperimentConfig, image_size: int) -> dict[str, Any]:
+    """Records, answer lists and datasets of the three splits, as the protocol prescribes."""
+    root = Path(cfg.data.root)
+    d = cfg.data
+    recs = {name: load_split(root, split) for name, split in (("train", d.train_split), ("val", d.val_split),
+                                                               ("test", d.test_split))}
+    lists = build_answer_lists(
+        recs["train"], recs["val"], recs["test"], protocol=d.protocol, prior_mode=cfg.model.gca.prior_mode,
+        max_prior_length=cfg.model.gca.max_prior_length, train_on_val=d.train_on_val,
+    )
+    a = d.augment
+    train_tf = (
+        build_train_transform(image_size, tuple(a.scale), a.randaug_n, a.randaug_m, a.randaug_p, a.hflip)
+        if a.enabled else build_eval_transform(image_size)
+    )
+    eval_tf = build_eval_transform(image_size)
+    kw = {"image_size": image_size, "blank_images": d.blank_images}
+    train_records = recs["train"] + (recs["val"] if d.train_on_val else [])
+    datasets = {
+        "train": VQADataset(root, train_records, train_tf, source=str(split_file(root, d.train_split)), **kw),
+        "val": VQADataset(root, recs["val"], eval_tf, source=str(split_file(root, d.val_split)), **kw),
+        "test": VQADataset(root, recs["test"], eval_tf, source=str(split_file(root, d.test_split)), **kw),
+    }
+    qtypes = sorted({r.question_type for rs in recs.values() for r in rs if r.question_type})
+    return {"records": recs, "lists": lists, "datasets": datasets, "question_types": qtypes}
+
+
+def run_finetune(cfg: ExperimentConfig, *, resume: bool = False, model: AMiFVQA | None = None) -> dict[str, Any]:
+    """Fine-tune, select on validation, save the selected model and evaluate it on the test split."""
+    L.seed_everything(cfg.run.seed, workers=True)
+    out = Path(cfg.run.output_dir)
+    image_size = cfg.model.image_encoder.image_size
+    data = build_datasets(cfg, image_size)
+    lists = data["lists"]
+    write_run_info(out, cfg, {"protocol": lists.protocol, "protocol_description": lists.description,
+                              "n_records": {k: len(v) for k, v in data["records"].items()},
+                              "n_candidates": len(lists.candidates), "n_vocabulary": len(lists.vocabulary)})
+    if model is None:
+        model = AMiFVQA(cfg.model, lists.candidates, lists.vocabulary)
+        if cfg.run.init_from:
+            loaded = model.load_encoder_weights(cfg.run.init_from)
+            log.info("initialised %d encoder/fusion tensors from %s", len(loaded), cfg.run.init_from)
+    model.meta = {"protocol": lists.protocol, "protocol_description": lists.description,
+                  "dataset": str(cfg.data.root), "blank_images": cfg.data.blank_images}
+    module = VQAModule(model, cfg.run, data["question_types"])
+    ds = data["datasets"]
+    loader_kw = {"collate_fn": collate_vqa, "num_workers": cfg.data.num_workers,
+                 "persistent_workers": cfg.data.num_workers > 0}
+    train_loader = DataLoader(ds["train"], batch_size=cfg.run.batch_size, shuffle=True, drop_last=True, **loader_kw)
+    select_on_val = not cfg.data.train_on_val
+    val_loader = DataLoader(ds["val"], batch_size=cfg.run.eval_batch_size, **loader_kw) if select_on_val else None
+    ckpt = ModelCheckpoint(
+        dirpath=out / "checkpoints", monitor="val/overall" if select_on_val else None, mode="max",
+        save_top_k=cfg.run.save_top_k if select_on_val else 0, save_last=True,
+        filename="epoch{epoch:03d}-overall{val/overall:.4f}" if select_on_val else "epoch{epoch:03d}",
+        auto_insert_metric_name=False,
+    )
+    trainer = L.Trainer(
+        default_root_dir=out, max_epochs=cfg.run.max_epochs, max_steps=cfg.run.max_steps,
+        accelerator=cfg.run.accelerator, devices=cfg.run.devices, strategy=cfg.run.strategy,
+        precision=cfg.run.precision, accumulate_grad_batches=cfg.run.accumulate_grad_batches,
+        gradient_clip_val=cfg.run.gradient_clip_val, callbacks=[ckpt],
+        logger=[CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="tensorboard", version="")],
+        log_every_n_steps=cfg.run.log_every_n_steps, enable_progress_bar=cfg.run.progress_bar,
+        check_val_every_n_epoch=cfg.run.val_every_n_epochs, num_sanity_val_steps=0,
+        limit_val_batches=1.0 if select_on_val else 0,
+    )
+    last = out / "checkpoints" / "last.ckpt"
+    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resume and last.is_file() else None)
+    if not trainer.is_global_zero:
+        return {}
+    selected = ckpt.best_model_path or ckpt.last_model_path
+    state = torch.load(selected, map_location="cpu", weights_only=False)["state_dict"]
+    module.load_state_dict(state)
+    model = module.model.cpu().eval()
+    model_dir = model.save_pretrained(out / "model")
+    summary: dict[str, Any] = {"output_dir": str(out), "model_dir": str(model_dir), "selected_checkpoint": selected,
+                               "protocol": lists.protocol}
+    info = {"protocol": lists.protocol, "protocol_description": lists.description, "model": str(model_dir),
+            "dataset": str(cfg.data.root), "blank_images": cfg.data.blank_images}
+    if select_on_val:
+        _, val_metrics = evaluate_dataset(model, ds["val"], batch_size=cfg.run.eval_batch_size,
+                                          question_types=data["question_types"])
+        summary["val"] = val_metrics
+    rows, metrics = evaluate_dataset(model, ds["test"], batch_size=cfg.run.eval_batch_size,
+                                     question_types=data["question_types"], progress=cfg.run.progress_bar)
+    write_results(out / "results_test.json", metrics=metrics, predictions=rows, split=cfg.data.test_split, **info)
+    summary["test"] = metrics
+    print(f"\nTest split ({len(rows)} questions, protocol {lists.protocol}):\n"
+          + format_table({"AMiF": metrics}))
+    return summary

@@ -1,0 +1,59 @@
+"""Lightning module for VQA fine-tuning: answer-token loss, rank-based validation with count metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+
+from amif.config import RunConfig
+from amif.metrics import VQAAccuracy
+from amif.models.vqa import AMiFVQA
+from amif_train.optim import param_groups, warmup_cosine
+
+
+class VQAModule(L.LightningModule):
+    def __init__(self, model: AMiFVQA, run: RunConfig, question_types: Sequence[str] = ()):
+        super().__init__()
+        self.model = model
+        self.run = run
+        self.val_metric = VQAAccuracy(question_types=list(question_types))
+
+    def _tokenize(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        q, qm = self.model.tokenize_questions(batch["question"])
+        a, am = self.model.tokenize_answers(batch["answer"])
+        return {
+            "question_ids": q.to(self.device), "question_mask": qm.to(self.device),
+            "answer_ids": a.to(self.device), "answer_mask": am.to(self.device),
+        }
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss = self.model(batch["pixel_values"], **self._tokenize(batch))
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["question"]))
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        toks = self._tokenize(batch)
+        loss = self.model(batch["pixel_values"], **toks)
+        ranked = self.model.rank(batch["pixel_values"], toks["question_ids"], toks["question_mask"])
+        preds = [self.model.answer_candidates[i] for i in ranked.indices[:, 0].tolist()]
+        self.val_metric.update(preds, batch["answer"], batch["answer_type"], batch["question_type"])
+        self.log("val/loss", loss, sync_dist=True, batch_size=len(preds))
+
+    def on_validation_epoch_end(self) -> None:
+        results = self.val_metric.compute()
+        for key in ("overall", "open", "closed", "open_yesno", "closed_yesno"):
+            if key in results and not torch.isnan(results[key]):
+                self.log(f"val/{key}", results[key], prog_bar=key == "overall")
+        self.val_metric.reset()
+
+    def configure_optimizers(self):
+        groups = param_groups(
+            self.model, self.run.lr, self.run.weight_decay, self.run.lr_new_modules,
+            pretrained_prefixes=("image_encoder.", "text_encoder.", "decoder."),
+        )
+        opt = torch.optim.AdamW(groups, lr=self.run.lr, betas=self.run.betas)
+        sched = warmup_cosine(opt, self.trainer.estimated_stepping_batches, self.run.warmup_fraction, self.run.min_lr)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

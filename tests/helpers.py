@@ -1,0 +1,50 @@
+"""Shared test helpers: a small generated VQA dataset and a very small model config."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from amif.data.records import VQARecord, write_records
+
+# Overrides turning configs/tiny.yaml into a model that trains in seconds on CPU.
+MICRO = [
+    "model.image_encoder.image_size=32", "model.image_encoder.patch_size=8",
+    "model.image_encoder.hidden_size=48", "model.image_encoder.num_layers=1",
+    "model.image_encoder.num_heads=2", "model.image_encoder.intermediate_size=96",
+    "model.text_encoder.num_layers=1", "model.fusion.hidden_size=48", "model.fusion.num_layers=1",
+    "model.fusion.num_heads=2", "model.fusion.intermediate_size=96", "model.gca.num_heads=2",
+    "model.gca.intermediate_size=96", "model.decoder.num_layers=1", "model.decoder.cross_attention_from=0",
+    "model.decoder.rank_k=8", "run.progress_bar=false", "data.augment.enabled=false",
+]
+
+TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+
+
+def make_shapes_dataset(root: Path, n_images: int = 24, seed: int = 0) -> Path:
+    """Images with a bright square in the left or right half; questions about it. Splits by image."""
+    rng = random.Random(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    splits = {"train": [], "val": [], "test": []}
+    for i in range(n_images):
+        side = "left" if i % 2 == 0 else "right"
+        img = Image.new("L", (64, 64), 20)
+        d = ImageDraw.Draw(img)
+        x0 = rng.randint(4, 18) if side == "left" else rng.randint(36, 50)
+        y0 = rng.randint(8, 44)
+        d.rectangle([x0, y0, x0 + 10, y0 + 10], fill=230)
+        name = f"images/img{i:03d}.png"
+        img.save(root / name)
+        split = "train" if i < n_images * 0.6 else ("val" if i < n_images * 0.8 else "test")
+        qs = [
+            ("which side is the square on?", side, "OPEN", "position"),
+            ("is the square on the left?", "yes" if side == "left" else "no", "CLOSED", "position"),
+        ]
+        for j, (q, a, at, qt) in enumerate(qs):
+            splits[split].append(VQARecord(qid=f"q{i}_{j}", image=name, question=q, answer=a, split=split,
+                                           answer_type=at, question_type=qt, study_id=f"s{i}"))
+    for split, recs in splits.items():
+        write_records(root / f"{split}.jsonl", recs)
+    return root
