@@ -17,24 +17,24 @@ def cmd_data_demo(args: argparse.Namespace) -> int:
 
 def cmd_data_prepare(args: argparse.Namespace) -> int:
     from amif.data.prepare import prepare_dataset
+    from amif.data.prepare.common import format_summary
 
-    options = {}
-    for item in args.option or []:
-        key, _, value = item.partition("=")
-        options[key.replace("-", "_")] = json.loads(value) if value[:1] in "[{0123456789tfn" else value
-    if args.skip_bad:
-        options["skip_bad"] = True
+    options: dict = {"skip_bad": args.skip_bad, "link": not args.copy, "overwrite": args.overwrite}
+    for key in ("layout", "val_fraction", "seed", "languages", "categories"):
+        value = getattr(args, key)
+        if value is not None:
+            options[key] = value
     summary = prepare_dataset(args.name, Path(args.src), Path(args.out), **options)
-    print(json.dumps(summary, indent=1, default=str))
+    print(format_summary(summary))
     return 0
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
     from amif.data.check import check_dataset
 
-    report = check_dataset(args.dir)
+    report = check_dataset(args.dir, allow_shared_images=args.allow_shared_images, decode_images=not args.no_decode)
     print(report.to_text())
-    return 1 if report.leaks else 0
+    return 1 if (report.leaks or not report.ok) else 0
 
 
 def add_data(sub: argparse._SubParsersAction) -> None:
@@ -46,15 +46,86 @@ def add_data(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--scale", type=float, default=1.0, help="multiply the number of images")
     d.set_defaults(func=cmd_data_demo)
     d = dsub.add_parser("prepare", help="convert an official dataset (vqa-rad, slake, pathvqa, vqa-med-2019)")
-    d.add_argument("name")
+    d.add_argument("name", help="vqa-rad | slake | pathvqa | vqa-med-2019")
     d.add_argument("--src", required=True, help="folder of the downloaded official distribution")
-    d.add_argument("--out", required=True)
+    d.add_argument("--out", required=True, help="output folder (project record format)")
     d.add_argument("--skip-bad", action="store_true", help="skip malformed rows (counted and reported)")
-    d.add_argument("--option", action="append", metavar="KEY=VALUE", help="dataset-specific option")
+    d.add_argument("--copy", action="store_true", help="copy images instead of hard-linking them")
+    d.add_argument("--overwrite", action="store_true", help="replace an earlier conversion in --out")
+    d.add_argument("--layout", help="vqa-rad: auto | osf | mevf")
+    d.add_argument("--val-fraction", type=float, help="vqa-rad: share of training images carved out for val")
+    d.add_argument("--seed", type=int, help="vqa-rad: seed of the validation carve-out")
+    d.add_argument("--languages", help="slake: en (default), 'en,zh' or all")
+    d.add_argument("--categories", help="vqa-med-2019: e.g. modality,organ,plane (default: all four)")
     d.set_defaults(func=cmd_data_prepare)
     d = dsub.add_parser("check", help="check a prepared dataset for leaks between splits and bad records")
     d.add_argument("dir")
+    d.add_argument("--allow-shared-images", action="store_true",
+                   help="report images shared between splits as warnings (VQA-RAD's official split does this)")
+    d.add_argument("--no-decode", action="store_true", help="do not decode every image")
     d.set_defaults(func=cmd_data_check)
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from amif.config import load_config
+    from amif.config_pretrain import PretrainConfig
+    from amif_train.pretrain import format_summary, run_pretrain
+
+    cfg = load_config(args.config, args.overrides, cls=PretrainConfig)
+    summary = run_pretrain(cfg, resume=args.resume)
+    if summary:
+        print(format_summary(summary))
+    return 0
+
+
+def add_pretrain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pretrain", help="one stage of AMiF pre-training on image-caption corpora")
+    p.add_argument("--config", required=True, help="YAML pre-training file (e.g. configs/demo/pretrain_stage0.yaml)")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoints/last.ckpt")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. data.root=/data/demo")
+    p.set_defaults(func=cmd_pretrain)
+
+
+def cmd_teacher_cache(args: argparse.Namespace) -> int:
+    from amif.data.pretrain_corpora import read_corpus
+    from amif.teacher import build_teacher_cache, load_teacher
+
+    options: dict = {}
+    for item in args.option or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"amif teacher-cache: --option {item!r} must look like KEY=VALUE")
+        try:
+            options[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.replace("-", "_")] = value
+    corpus = read_corpus(args.corpus, args.root, split=args.split, skip_bad=args.skip_bad, **options)
+    kwargs = {"trust_remote_code": True} if args.trust_remote_code else {}
+    teacher = load_teacher(args.teacher, args.device, **kwargs)
+
+    def progress(done: int, total: int) -> None:
+        print(f"\r{done}/{total} images", end="", flush=True)
+
+    out = build_teacher_cache(teacher, corpus, out_path=args.out, batch_size=args.batch_size, progress=progress)
+    print(f"\n{len(corpus.records)} records of {args.corpus} at {args.root} cached with teacher {teacher.name} "
+          f"in {out}" + (f" ({len(corpus.skipped)} bad rows skipped)" if len(corpus.skipped) else ""))
+    return 0
+
+
+def add_teacher_cache(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("teacher-cache", help="precompute a soft-label teacher's embeddings of a corpus")
+    p.add_argument("--corpus", required=True, help="roco | medicat | mimic_cxr | pmc_oa | captions")
+    p.add_argument("--root", required=True, help="the corpus folder")
+    p.add_argument("--split", default="train", help="captions: which captions_SPLIT.jsonl; else the split label")
+    p.add_argument("--teacher", required=True, help="caption | a CLIP-style model folder (e.g. BiomedCLIP)")
+    p.add_argument("--out", required=True, help="output .safetensors (a .json index is written next to it)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--trust-remote-code", action="store_true", help="for models shipped as remote code")
+    p.add_argument("--skip-bad", action="store_true", help="skip bad rows (counted) instead of stopping")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE", help="reader option, e.g. csv_name=x.csv")
+    p.set_defaults(func=cmd_teacher_cache)
+
+
 ALL = [add_data]
+ALL += [add_pretrain, add_teacher_cache]

@@ -77,17 +77,21 @@ def run_finetune(cfg: ExperimentConfig, *, resume: bool = False, model: AMiFVQA 
     train_loader = DataLoader(ds["train"], batch_size=cfg.run.batch_size, shuffle=True, drop_last=True, **loader_kw)
     select_on_val = not cfg.data.train_on_val
     val_loader = DataLoader(ds["val"], batch_size=cfg.run.eval_batch_size, **loader_kw) if select_on_val else None
+    # Two callbacks: the selected (best on val) checkpoint, and last.ckpt written after every epoch so a
+    # killed run resumes with at most one epoch lost (Lightning 2.6 only refreshes save_last together
+    # with a top-k save).
     ckpt = ModelCheckpoint(
         dirpath=out / "checkpoints", monitor="val/overall" if select_on_val else None, mode="max",
-        save_top_k=cfg.run.save_top_k if select_on_val else 0, save_last=True,
-        filename="epoch{epoch:03d}-overall{val/overall:.4f}" if select_on_val else "epoch{epoch:03d}",
-        auto_insert_metric_name=False,
+        save_top_k=cfg.run.save_top_k if select_on_val else 0,
+        filename="epoch{epoch:03d}-overall{val/overall:.4f}", auto_insert_metric_name=False,
     )
+    last_ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                                enable_version_counter=False)
     trainer = L.Trainer(
         default_root_dir=out, max_epochs=cfg.run.max_epochs, max_steps=cfg.run.max_steps,
         accelerator=cfg.run.accelerator, devices=cfg.run.devices, strategy=cfg.run.strategy,
         precision=cfg.run.precision, accumulate_grad_batches=cfg.run.accumulate_grad_batches,
-        gradient_clip_val=cfg.run.gradient_clip_val, callbacks=[ckpt],
+        gradient_clip_val=cfg.run.gradient_clip_val, callbacks=[ckpt, last_ckpt],
         logger=[CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="tensorboard", version="")],
         log_every_n_steps=cfg.run.log_every_n_steps, enable_progress_bar=cfg.run.progress_bar,
         check_val_every_n_epoch=cfg.run.val_every_n_epochs, num_sanity_val_steps=0,
@@ -97,7 +101,7 @@ def run_finetune(cfg: ExperimentConfig, *, resume: bool = False, model: AMiFVQA 
     trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resume and last.is_file() else None)
     if not trainer.is_global_zero:
         return {}
-    selected = ckpt.best_model_path or ckpt.last_model_path
+    selected = ckpt.best_model_path if select_on_val else last_ckpt.best_model_path
     state = torch.load(selected, map_location="cpu", weights_only=False)["state_dict"]
     module.load_state_dict(state)
     model = module.model.cpu().eval()

@@ -12,7 +12,7 @@ _NAME = {  # how a caption names the source image
     "inv": "non-contrast CT",
     "ct_head": "non-contrast CT",
     "ct_spine": "CT",
-    "xr_chest": "chest radiograph",
+    "xr_chest": "radiograph",
     "xr_leg": "radiograph",
     "mr_shoulder": "T1-weighted MRI",
     "mr_abdomen": "T1-weighted MRI",
@@ -24,7 +24,7 @@ _NAME = {  # how a caption names the source image
 }
 _ORGAN_PHRASE = {
     "brain": "the brain", "spine": "the thoracic spine", "chest": "the chest", "shoulder": "the shoulder",
-    "pelvis": "the pelvis", "whole body": "the whole body", "retina": "the left retina",
+    "pelvis": "the pelvis", "whole body": "", "retina": "the left retina",
     "colon": "colonic mucosa", "leg": "the lower leg", "abdomen": "the upper abdomen",
     "lymph node": "a lymph node",
 }
@@ -74,8 +74,10 @@ def caption(rng: np.random.Generator, source: str, truth: dict) -> str:
     """One caption of one image; the template is chosen with ``rng``."""
     name = _NAME.get(source, truth["modality"])
     organ = _ORGAN_PHRASE.get(truth["organ"], f"the {truth['organ']}")
+    of_organ = f" of {organ}" if organ else ""
     view = truth.get("view_desc") or ""
-    head = f"{view.capitalize()} {name} of {organ}" if view else f"{name[0].upper()}{name[1:]} of {organ}"
+    head = f"{view} {name}{of_organ}" if view else f"{name}{of_organ}"
+    head = head[0].upper() + head[1:]
     if not truth.get("lesion_questions", True):
         return head + "."
     f = findings(truth)
@@ -86,4 +88,5 @@ def caption(rng: np.random.Generator, source: str, truth: dict) -> str:
         if f.startswith("no "):
             return f"{head} without a focal lesion."
         return f"{head} showing {f}."
-    return f"{f[0].upper()}{f[1:]} on this {view + ' ' if view else ''}{name} of {organ}."
+    sep = ", " if "," in f else " "
+    return f"{f[0].upper()}{f[1:]}{sep}on this {view + ' ' if view else ''}{name}{of_organ}."

@@ -34,7 +34,7 @@ class Frame:
         return (row + 0.5) * self.step_r + self.r0 - 0.5, (col + 0.5) * self.step_c + self.c0 - 0.5
 
     def as_dict(self) -> dict:
-        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        return asdict(self)
 
 
 def square_frame(

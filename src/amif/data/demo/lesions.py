@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-# size classes (mm): answers "small" (< 15 mm), "medium" (15-30 mm), "large" (>= 30 mm); diameters are
+# size classes (mm): answers "small" (< 20 mm), "medium" (20-35 mm), "large" (>= 35 mm); diameters are
 # drawn away from the class edges so that the in-plane cross-section of a volume view stays in class
-SIZE_EDGES_MM = (15.0, 30.0)
-SIZE_SAMPLE_MM = {"small": (8.0, 13.5), "medium": (17.0, 27.0), "large": (33.0, 45.0)}
+SIZE_EDGES_MM = (20.0, 35.0)
+SIZE_SAMPLE_MM = {"small": (8.0, 17.0), "medium": (23.0, 31.0), "large": (39.0, 50.0)}
 SIZE_CLASSES = ("small", "medium", "large")
 MIN_FOV_FRACTION = 0.06  # every lesion is at least 6% of the field of view across
 MAX_ORGAN_FRACTION = 0.33  # and at most a third of the organ's smaller extent
@@ -37,11 +37,11 @@ INTENSITY_TERMS = {
 
 # brighter lesions need room above the tissue, darker ones room below (on the [0, 1] image scale)
 _MAX_BASE_BRIGHT = {"nuclear medicine": 0.55}
-_MIN_BASE_DARK = {"nuclear medicine": 0.14, "ultrasound": 0.2, "x-ray": 0.3}
+_MIN_BASE_DARK = {"nuclear medicine": 0.3, "ultrasound": 0.2, "x-ray": 0.22}
 
 
 def size_class(diameter_mm: float) -> str:
-    """"small" (< 15 mm), "medium" (15-30 mm) or "large" (>= 30 mm)."""
+    """"small" (< 20 mm), "medium" (20-35 mm) or "large" (>= 35 mm)."""
     if diameter_mm < SIZE_EDGES_MM[0]:
         return "small"
     return "medium" if diameter_mm < SIZE_EDGES_MM[1] else "large"
@@ -147,7 +147,7 @@ def _candidates(p: Placement, dist: np.ndarray, radius: float, intensity: str, t
 
 def sample_lesions(
     rng: np.random.Generator, p: Placement, n: int, study_id: str, *, volume: bool = False,
-    centre_slice: float | None = None, through_mm: float | None = None,
+    centre_slice: float | None = None,
 ) -> list[Lesion] | None:
     """Sample ``n`` lesions inside ``p.mask``; None when no placement was found (the caller retries).
 
@@ -259,7 +259,7 @@ def draw_lesion(img: np.ndarray, les: Lesion, modality: str, shrink: float = 1.0
         return np.clip(out, 0.0, 1.0).astype(np.float32)
     if modality == "x-ray":
         prof = np.sqrt(np.clip(1.0 - rnorm**2, 0.0, 1.0)) * alpha
-        delta = (0.34 if up else -0.28) * prof * (1.0 + 0.05 * tex)
+        delta = (0.36 if up else -0.3) * prof * (1.0 + 0.05 * tex)
         out = out + delta
     elif modality == "nuclear medicine":
         prof = ndi.gaussian_filter(alpha, 1.0)

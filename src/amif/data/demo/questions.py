@@ -81,10 +81,15 @@ def _other(rng: np.random.Generator, truth: str, pool) -> str:
     return _pick(rng, [x for x in pool if x != truth])
 
 
-def recognition_questions(rng: np.random.Generator, t: Truth, organs: tuple[str, ...]) -> list[Candidate]:
+def recognition_questions(rng: np.random.Generator, t: Truth, organs: tuple[str, ...],
+                          p_ask: float = 0.6) -> list[Candidate]:
+    """Modality, organ and plane questions, each asked with probability ``p_ask`` (open or closed)."""
     out: list[Candidate] = []
+    ask = [rng.random() < p_ask for _ in range(3)]
     # modality
-    if rng.random() < 0.5:
+    if not ask[0]:
+        pass
+    elif rng.random() < 0.5:
         q = _pick(rng, ["What imaging modality is this?", "What modality was used to take this image?",
                         "How was this image taken?", "What type of image is this?"])
         out.append(Candidate(q, t.modality, "OPEN", "modality", ""))
@@ -94,7 +99,9 @@ def recognition_questions(rng: np.random.Generator, t: Truth, organs: tuple[str,
         q = q.format(np=_MODALITY_NP[asked], short=_MODALITY_SHORT[asked])
         out.append(Candidate(q, _yes_no(asked == t.modality), "CLOSED", "modality", "modality-closed"))
     # organ
-    if rng.random() < 0.5:
+    if not ask[1]:
+        pass
+    elif rng.random() < 0.5:
         q = _pick(rng, ["Which organ is shown in this image?", "What part of the body is imaged?",
                         "What organ is this?", "Which body part is shown?"])
         out.append(Candidate(q, t.organ, "OPEN", "organ", ""))
@@ -104,7 +111,7 @@ def recognition_questions(rng: np.random.Generator, t: Truth, organs: tuple[str,
         out.append(Candidate(q.format(o=_organ_np(asked)), _yes_no(asked == t.organ), "CLOSED", "organ",
                              "organ-closed"))
     # plane (cross-sections only)
-    if t.plane is not None:
+    if t.plane is not None and ask[2]:
         if rng.random() < 0.5:
             q = _pick(rng, ["In which plane is this image taken?", "What plane is this image in?",
                             "Which imaging plane is shown?", "What is the plane of this slice?"])
@@ -175,46 +182,42 @@ def lesion_questions(rng: np.random.Generator, t: Truth) -> list[Candidate]:
             out.append(Candidate(q, _yes_no(asked == t.intensity), "CLOSED", "intensity", "intensity-closed"))
     if not one:
         return out
-    # position of the single lesion
+    # position of the single lesion: an open and a closed question per axis the image has
     region = t.region
     for axis, ans in sorted(t.position.items()):
-        if rng.random() < 0.55:
-            if axis == "lr":
-                q = _pick(rng, ["Which side is the lesion on?", "Is the lesion on the left or the right side?",
-                                "On which side of the patient is the lesion?"])
-            elif axis == "ud":
-                q = _pick(rng, [f"Is the lesion in the upper or lower part of the {region}?",
-                                f"Is the lesion in the upper or the lower half of the {region}?"])
-            else:
-                q = _pick(rng, ["Is the lesion anterior or posterior?",
-                                f"Is the lesion in the anterior or posterior part of the {region}?"])
-            out.append(Candidate(q, ans, "OPEN", "position", f"position-open-{axis}"))
+        if axis == "lr":
+            q = _pick(rng, ["Which side is the lesion on?", "Is the lesion on the left or the right side?",
+                            "On which side of the patient is the lesion?"])
+        elif axis == "ud":
+            q = _pick(rng, [f"Is the lesion in the upper or lower part of the {region}?",
+                            f"Is the lesion in the upper or the lower half of the {region}?"])
         else:
-            if axis == "lr":
-                asked = _pick(rng, ["left", "right"])
-                q = _pick(rng, [f"Is the lesion on the {asked} side?", f"Is the lesion on the patient's {asked}?"])
-            elif axis == "ud":
-                asked = _pick(rng, ["upper", "lower"])
-                q = f"Is the lesion in the {asked} half of the {region}?"
-            else:
-                asked = _pick(rng, ["anterior", "posterior"])
-                q = _pick(rng, [f"Is the lesion {asked}?", f"Is the lesion in the {asked} part of the {region}?"])
-            out.append(Candidate(q, _yes_no(asked == ans), "CLOSED", "position", f"position-closed-{axis}"))
-    # size of the single lesion
+            q = _pick(rng, ["Is the lesion anterior or posterior?",
+                            f"Is the lesion in the anterior or posterior part of the {region}?"])
+        out.append(Candidate(q, ans, "OPEN", "position", f"position-open-{axis}"))
+        if axis == "lr":
+            asked = _pick(rng, ["left", "right"])
+            q = _pick(rng, [f"Is the lesion on the {asked} side?", f"Is the lesion on the patient's {asked}?"])
+        elif axis == "ud":
+            asked = _pick(rng, ["upper", "lower"])
+            q = f"Is the lesion in the {asked} half of the {region}?"
+        else:
+            asked = _pick(rng, ["anterior", "posterior"])
+            q = _pick(rng, [f"Is the lesion {asked}?", f"Is the lesion in the {asked} part of the {region}?"])
+        out.append(Candidate(q, _yes_no(asked == ans), "CLOSED", "position", f"position-closed-{axis}"))
+    # size of the single lesion: an open and a closed question
     if t.size is not None:
-        if rng.random() < 0.55:
-            q = _pick(rng, ["How large is the lesion?", "What is the size of the lesion?",
-                            "Is the lesion small, medium or large?"])
-            out.append(Candidate(q, t.size, "OPEN", "size", "size-open"))
+        q = _pick(rng, ["How large is the lesion?", "What is the size of the lesion?",
+                        "Is the lesion small, medium or large?"])
+        out.append(Candidate(q, t.size, "OPEN", "size", "size-open"))
+        form = int(rng.integers(3))
+        if form == 0:
+            q, ans = "Is the lesion larger than 35 mm?", _yes_no(t.size == "large")
+        elif form == 1:
+            q, ans = "Is the lesion smaller than 2 cm?", _yes_no(t.size == "small")
         else:
-            form = int(rng.integers(3))
-            if form == 0:
-                q, ans = "Is the lesion larger than 3 cm?", _yes_no(t.size == "large")
-            elif form == 1:
-                q, ans = "Is the lesion smaller than 15 mm?", _yes_no(t.size == "small")
-            else:
-                q, ans = "Is the lesion at least 15 mm across?", _yes_no(t.size != "small")
-            out.append(Candidate(q, ans, "CLOSED", "size", f"size-closed-{form}"))
+            q, ans = "Is the lesion at least 20 mm across?", _yes_no(t.size != "small")
+        out.append(Candidate(q, ans, "CLOSED", "size", f"size-closed-{form}"))
     return out
 
 

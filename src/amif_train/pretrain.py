@@ -1,0 +1,285 @@
+"""``amif pretrain``: one stage of AMiF pre-training on image-caption corpora.
+
+Reads the corpora (bad rows raise a ``DataError`` naming file and row, or are skipped and counted with
+``data.skip_bad``), builds the teacher and the model (from ``run.init_from`` for the second stage),
+measures retrieval on the held-out corpus before training, trains with checkpoints (``--resume``
+continues from ``OUTPUT/checkpoints/last.ckpt``), selects the checkpoint with the best
+``val/recall_mean``, and writes ``OUTPUT/model`` (the folder the next stage or fine-tuning starts from)
+and ``OUTPUT/summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
+
+from amif.config_pretrain import CorpusConfig, PretrainConfig
+from amif.data.pretrain_corpora import PretrainDataset, SkipReport, read_corpus
+from amif.data.transforms import build_eval_transform, build_pretrain_transform, build_teacher_transform
+from amif.errors import ConfigError
+from amif.models.pretrain import AMiFPretrainModel, PretrainCollate
+from amif.teacher import Teacher, load_teacher
+from amif_train.pretrain_module import PretrainModule
+from amif_train.run_info import write_run_info
+
+log = logging.getLogger("amif")
+
+RUN_LOG = "pretrain.log"
+SKIPPED = "skipped_rows.jsonl"
+INITIAL = "initial_retrieval.json"
+
+
+class _RunLog:
+    """Appends timestamped lines to ``OUTPUT/pretrain.log`` (and the ``amif`` logger); also captures the
+    library's warnings (e.g. the corpus readers' skip summaries) while the run lasts."""
+
+    def __init__(self, out: Path, enabled: bool = True) -> None:
+        self.path = out / RUN_LOG
+        self.enabled = enabled
+        self.handler: logging.Handler | None = None
+        if enabled:
+            out.mkdir(parents=True, exist_ok=True)
+            self.handler = logging.FileHandler(self.path, encoding="utf-8")
+            self.handler.setLevel(logging.WARNING)
+            self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            logging.getLogger("amif").addHandler(self.handler)
+
+    def __call__(self, msg: str) -> None:
+        log.info(msg)
+        if self.enabled:
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
+
+    def close(self) -> None:
+        if self.handler is not None:
+            logging.getLogger("amif").removeHandler(self.handler)
+            self.handler.close()
+            self.handler = None
+
+
+def _is_global_zero() -> bool:
+    import os
+
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0
+
+
+def load_teacher_from_config(spec: str, trust_remote_code: bool = False) -> Teacher | None:
+    """The teacher named by ``losses.teacher`` (``none`` -> None, hard labels)."""
+    s = spec.strip()
+    if s.lower() == "none":
+        return None
+    kwargs: dict[str, Any] = {}
+    if Path(s).is_dir() and trust_remote_code:
+        kwargs["trust_remote_code"] = True
+    return load_teacher(s, "cpu", **kwargs)
+
+
+def _corpus_root(cfg: PretrainConfig, c: CorpusConfig, where: str) -> str:
+    root = c.root or cfg.data.root
+    if not root:
+        raise ConfigError(f"{where} has no root: set it, or data.root (e.g. data.root=/path/to/dataset)")
+    return root
+
+
+def build_pretrain_datasets(
+    cfg: PretrainConfig, teacher: Teacher | None, image_size: int
+) -> tuple[Dataset, PretrainDataset | None, SkipReport, dict[str, Any]]:
+    """Train dataset (a ``ConcatDataset`` over the corpora), validation dataset (or None), every
+    skipped row, and per-corpus counts."""
+    d = cfg.data
+    a = d.augment
+    if a.enabled:
+        train_tf = build_pretrain_transform(
+            image_size, scale=tuple(a.scale), jitter=tuple(a.jitter), jitter_p=a.jitter_p,
+            grayscale_p=a.grayscale_p, randaug_n=a.randaug_n, randaug_m=a.randaug_m, randaug_p=a.randaug_p,
+            blur_p=a.blur_p, hflip_p=a.hflip_p, seed=cfg.run.seed,
+        )
+    else:
+        train_tf = build_eval_transform(image_size)
+    teacher_tf = None
+    if teacher is not None and teacher.uses_images:
+        teacher_tf = build_teacher_transform(teacher.image_size, teacher.mean, teacher.std)
+    validate = d.skip_bad if d.validate_images is None else d.validate_images
+    skipped = SkipReport()
+    counts: dict[str, Any] = {"train": [], "val": None}
+
+    def read(c: CorpusConfig, where: str, transform, multi_view: bool, tteacher) -> tuple[PretrainDataset, dict]:
+        root = _corpus_root(cfg, c, where)
+        corpus = read_corpus(c.kind, root, split=c.split, skip_bad=d.skip_bad, max_words=d.max_caption_words,
+                             **c.options)
+        ds = PretrainDataset(corpus.root, corpus.records, transform, tteacher, multi_view=multi_view,
+                             max_words=d.max_caption_words, validate=validate, skip_bad=d.skip_bad)
+        skipped.extend(corpus.skipped)
+        skipped.extend(ds.skipped)
+        info = {"kind": c.kind, "root": str(root), "split": c.split, "records": len(ds.records), "items": len(ds),
+                "skipped": len(corpus.skipped) + len(ds.skipped)}
+        if len(ds) == 0:
+            raise ConfigError(f"{where} ({c.kind} at {root}, split {c.split}) has no usable pairs")
+        return ds, info
+
+    parts = []
+    for i, c in enumerate(d.corpora):
+        ds, info = read(c, f"data.corpora[{i}]", train_tf, d.multi_view, teacher_tf)
+        parts.append(ds)
+        counts["train"].append(info)
+    train = parts[0] if len(parts) == 1 else ConcatDataset(parts)
+    val = None
+    if d.val is not None:
+        val, counts["val"] = read(d.val, "data.val", build_eval_transform(image_size), False, None)
+    return train, val, skipped, counts
+
+
+def _skip_summary(skipped: SkipReport, limit: int = 20) -> dict[str, Any]:
+    return {"count": skipped.count, "by_kind": skipped.by_kind(), "first": [str(s) for s in list(skipped)[:limit]]}
+
+
+def _build_model(cfg: PretrainConfig, say) -> AMiFPretrainModel:
+    stage = cfg.run.stage
+    if cfg.run.init_from:
+        model = AMiFPretrainModel.load(cfg.run.init_from, cfg.model, cfg.losses, stage=stage)
+        say(f"initialised every tensor from {cfg.run.init_from}")
+    else:
+        model = AMiFPretrainModel(cfg.model, cfg.losses, stage=stage)
+        if stage >= 1:
+            say("WARNING: stage >= 1 without run.init_from: the frozen encoders keep their initial weights")
+    return model
+
+
+def _val_metrics(results: list[dict[str, Any]]) -> dict[str, float]:
+    if not results:
+        return {}
+    return {k[len("val/"):]: float(v) for k, v in results[0].items() if k.startswith("val/")}
+
+
+def run_pretrain(cfg: PretrainConfig, *, resume: bool = False) -> dict[str, Any]:
+    """Run one pre-training stage (see the module docstring); returns the summary (empty on ranks > 0)."""
+    L.seed_everything(cfg.run.seed, workers=True)
+    out = Path(cfg.run.output_dir)
+    zero = _is_global_zero()
+    say = _RunLog(out, enabled=zero)
+    try:
+        return _run(cfg, out, resume, say)
+    finally:
+        say.close()
+
+
+def _run(cfg: PretrainConfig, out: Path, resume: bool, say: _RunLog) -> dict[str, Any]:
+    started = time.time()
+    teacher = load_teacher_from_config(cfg.losses.teacher, cfg.losses.teacher_trust_remote_code)
+    image_size = cfg.model.image_encoder.image_size
+    train_ds, val_ds, skipped, counts = build_pretrain_datasets(cfg, teacher, image_size)
+    say(f"stage {cfg.run.stage}: {len(train_ds)} training pairs, "
+        f"{len(val_ds) if val_ds is not None else 0} validation pairs; teacher "
+        f"{teacher.name if teacher is not None else 'none (hard labels)'}")
+    if skipped.count:
+        say(skipped.summary(limit=50))
+        if _is_global_zero():
+            with (out / SKIPPED).open("w", encoding="utf-8") as f:
+                for s in skipped:
+                    f.write(json.dumps({"path": s.path, "record": s.record, "kind": s.kind, "reason": s.reason}) + "\n")
+    if len(train_ds) < cfg.run.batch_size:
+        raise ConfigError(f"{len(train_ds)} training pairs are fewer than run.batch_size={cfg.run.batch_size}")
+    write_run_info(out, cfg, {"stage": cfg.run.stage, "teacher": teacher.name if teacher else None,
+                              "corpora": counts, "skipped": _skip_summary(skipped)})
+
+    model = _build_model(cfg, say)
+    collate = PretrainCollate(model.tokenizer, cfg.data.max_caption_tokens)
+    nw = cfg.data.num_workers
+    loader_kw = {"collate_fn": collate, "num_workers": nw, "persistent_workers": nw > 0}
+    train_loader = DataLoader(train_ds, batch_size=cfg.run.batch_size, shuffle=True, drop_last=True, **loader_kw)
+    val_loader = DataLoader(val_ds, batch_size=cfg.run.eval_batch_size, **loader_kw) if val_ds is not None else None
+    module = PretrainModule(model, cfg.run, teacher)
+    has_val = val_loader is not None
+    ckpt = ModelCheckpoint(
+        dirpath=out / "checkpoints", monitor="val/recall_mean" if has_val else None, mode="max",
+        save_top_k=cfg.run.save_top_k if has_val else 0, save_last=True,
+        filename="epoch{epoch:03d}-recall{val/recall_mean:.4f}" if has_val else "epoch{epoch:03d}",
+        auto_insert_metric_name=False,
+    )
+    trainer = L.Trainer(
+        default_root_dir=out, max_epochs=cfg.run.max_epochs, max_steps=cfg.run.max_steps,
+        accelerator=cfg.run.accelerator, devices=cfg.run.devices, strategy=cfg.run.strategy,
+        precision=cfg.run.precision, accumulate_grad_batches=cfg.run.accumulate_grad_batches,
+        gradient_clip_val=cfg.run.gradient_clip_val, callbacks=[ckpt],
+        logger=[CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="tensorboard", version="")],
+        log_every_n_steps=cfg.run.log_every_n_steps, enable_progress_bar=cfg.run.progress_bar,
+        check_val_every_n_epoch=cfg.run.val_every_n_epochs if cfg.run.val_check_interval is None else None,
+        val_check_interval=cfg.run.val_check_interval, num_sanity_val_steps=0,
+        limit_val_batches=1.0 if has_val else 0, enable_model_summary=False,
+    )
+    last = out / "checkpoints" / "last.ckpt"
+    resuming = resume and last.is_file()
+    if resume and not resuming:
+        say(f"--resume: no {last} yet, starting from scratch")
+
+    initial: dict[str, float] = {}
+    if has_val:
+        initial_file = out / INITIAL
+        if resuming and initial_file.is_file():
+            initial = json.loads(initial_file.read_text(encoding="utf-8"))
+        else:
+            initial = _val_metrics(trainer.validate(module, val_loader, verbose=False))
+            if trainer.is_global_zero:
+                initial_file.write_text(json.dumps(initial, indent=1), encoding="utf-8")
+        say(f"retrieval before training: {_fmt(initial)}")
+
+    fit_start = time.time()
+    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resuming else None)
+    fit_seconds = time.time() - fit_start
+    selected = ckpt.best_model_path or ckpt.last_model_path
+    final: dict[str, float] = {}
+    if has_val and selected:
+        final = _val_metrics(trainer.validate(module, val_loader, ckpt_path=selected, verbose=False))
+    elif selected:
+        module.load_state_dict(torch.load(selected, map_location="cpu", weights_only=False)["state_dict"])
+    if not trainer.is_global_zero:
+        return {}
+    model = module.model.cpu()
+    model_dir = model.save(out / "model", extra={"selected_checkpoint": selected, "retrieval": final})
+    summary: dict[str, Any] = {
+        "output_dir": str(out), "model_dir": str(model_dir), "stage": cfg.run.stage,
+        "selected_checkpoint": selected, "initial": initial, "final": final,
+        "untrained_recall_at_1": {k: initial[k] for k in ("i2t_r1", "t2i_r1") if k in initial},
+        "final_recall_at_1": {k: final[k] for k in ("i2t_r1", "t2i_r1") if k in final},
+        "losses": [n for n in ("itgc", "imvc", "utgc", "wpa", "itm") if model.uses(n)],
+        "teacher": teacher.name if teacher is not None else None,
+        "temperatures": model.temperatures(),
+        "corpora": counts, "skipped": _skip_summary(skipped),
+        "global_steps": trainer.global_step, "fit_seconds": round(fit_seconds, 1),
+        "total_seconds": round(time.time() - started, 1),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    say(f"retrieval after training ({Path(selected).name if selected else 'no checkpoint'}): {_fmt(final)}")
+    say(f"model written to {model_dir}; summary in {out / 'summary.json'}")
+    return summary
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    keys = [k for k in metrics if k.startswith(("i2t", "t2i")) or k == "recall_mean"]
+    return ", ".join(f"{k} {100 * metrics[k]:.1f}" for k in keys) or "n/a"
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A short human-readable report of :func:`run_pretrain`'s summary."""
+    lines = [f"stage {summary.get('stage')} pre-training done in {summary.get('fit_seconds')} s "
+             f"({summary.get('global_steps')} steps); losses: {', '.join(summary.get('losses', []))}"]
+    ini, fin = summary.get("initial") or {}, summary.get("final") or {}
+    if fin:
+        lines.append(f"{'retrieval':<12}{'before':>8}{'after':>8}")
+        for k in fin:
+            if k.startswith(("i2t", "t2i")) or k == "recall_mean":
+                lines.append(f"{k:<12}{100 * ini.get(k, float('nan')):>8.1f}{100 * fin[k]:>8.1f}")
+    sk = summary.get("skipped") or {}
+    if sk.get("count"):
+        lines.append(f"skipped {sk['count']} bad row(s): {sk.get('by_kind')}")
+    lines.append(f"model: {summary.get('model_dir')}")
+    return "\n".join(lines)
