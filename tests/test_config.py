@@ -4,6 +4,7 @@ import pytest
 
 from amif.config import ExperimentConfig, load_config, save_config
 from amif.errors import ConfigError
+
 from helpers import TINY_CONFIG
 
 

@@ -10,6 +10,7 @@ import pytest
 from amif.data.check import CheckReport, check_dataset
 from amif.data.prepare import prepare_dataset
 from amif.errors import DataError
+
 from fixtures_official import build_pathvqa, build_vqa_rad_osf
 
 

@@ -5,10 +5,11 @@ import subprocess
 import sys
 
 import pytest
-from helpers import MICRO, TINY_CONFIG, make_shapes_dataset
 
 from amif.config import load_config
 from amif_train.finetune import run_finetune
+
+from helpers import MICRO, TINY_CONFIG, make_shapes_dataset
 
 
 @pytest.fixture(scope="module")

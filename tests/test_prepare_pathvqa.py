@@ -10,6 +10,7 @@ import pytest
 from amif.data.prepare import prepare_dataset
 from amif.data.records import load_split
 from amif.errors import DataError
+
 from fixtures_official import build_pathvqa, pathvqa_rows
 
 

@@ -7,6 +7,7 @@ import pytest
 from amif.data.prepare import prepare_dataset
 from amif.data.records import load_split
 from amif.errors import DataError
+
 from fixtures_official import build_slake, slake_rows
 
 

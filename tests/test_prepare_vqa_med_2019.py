@@ -7,6 +7,7 @@ import pytest
 from amif.data.prepare import prepare_dataset
 from amif.data.records import load_split
 from amif.errors import ConfigError, DataError
+
 from fixtures_official import MED_TEST, MED_TEST_FILE, build_vqa_med_2019, build_vqa_med_2019_m3ae
 
 

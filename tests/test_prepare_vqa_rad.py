@@ -9,6 +9,7 @@ import pytest
 from amif.data.prepare import PREPARERS, format_summary, prepare_dataset
 from amif.data.records import load_split
 from amif.errors import ConfigError, DataError
+
 from fixtures_official import RAD_OSF_FILE, build_vqa_rad_mevf, build_vqa_rad_osf, rad_osf_rows
 
 

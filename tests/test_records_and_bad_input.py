@@ -11,6 +11,7 @@ from amif.data.vqa_dataset import VQADataset
 from amif.errors import DataError
 from amif.evaluation import evaluate_dataset
 from amif.protocols import build_answer_lists
+
 from helpers import make_shapes_dataset
 
 
@@ -85,6 +86,7 @@ def test_protocols_choose_vocabulary_and_candidates(tmp_path):
 def test_answer_absent_from_candidates_is_counted_wrong(tmp_path):
     from amif.config import load_config
     from amif.models.vqa import AMiFVQA
+
     from helpers import MICRO, TINY_CONFIG
 
     root = make_shapes_dataset(tmp_path / "d", n_images=10)

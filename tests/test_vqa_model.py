@@ -6,6 +6,7 @@ import torch
 from amif.config import load_config
 from amif.errors import CheckpointError
 from amif.models.vqa import AMiFVQA
+
 from helpers import MICRO, TINY_CONFIG
 
 CANDIDATES = ["yes", "no", "left", "right", "computed tomography", "magnetic resonance imaging", "2"]
