@@ -495,6 +495,7 @@ def _summary(out: Path, seed: int, scale: float, size: int, b: _Builder, studies
         "answers": {k: dict(sorted(v.items(), key=lambda kv: (-kv[1], kv[0]))) for k, v in sorted(answers.items())},
         "images_per_source": dict(sorted(Counter(r.study.source for r in rendered).items())),
         "placement_fallbacks": b.fallbacks,
+        "count_probabilities": list(COUNT_PROBS),
     }
 
 

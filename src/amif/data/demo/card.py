@@ -36,8 +36,9 @@ def _sources_table(builder, summary: dict) -> str:
         if info.key not in counts:
             continue
         use = "lesions + all question types" if info.lesions else "recognition questions only"
-        rows.append([f"`{info.key}`", info.title, info.modality, info.organ,
-                     info.plane or info.view_desc, str(counts[info.key]), use, info.note or "-"])
+        view = "axial, coronal, sagittal" if info.key in builder.volumes else (info.plane or info.view_desc or "-")
+        rows.append([f"`{info.key}`", info.title, info.modality, info.organ, view, str(counts[info.key]), use,
+                     info.note or "-"])
     return _table(rows, ["key", "source", "modality", "organ", "plane / view", "images", "used for", "note"])
 
 
@@ -56,6 +57,7 @@ def write_card(path: Path, summary: dict, builder, marker: str) -> None:
     small_lo = SIZE_SAMPLE_MM["small"][0]
     terms = "; ".join(f"{m}: {a} / {b}" for m, (a, b) in INTENSITY_TERMS.items())
     missing = summary["missing_optional_sources"]
+    probs = " / ".join(f"{p * 100:.0f}%" for p in summary["count_probabilities"])
     text = f"""{marker}
 # amif demo Med-VQA dataset
 
@@ -129,7 +131,10 @@ Answers seen per type and answer type (all splits):
 **Balance.** Within every split, every closed question group and every open lesion-question group
 (presence, count, position per axis, size, intensity per term pair) keeps the same number of questions
 for each answer (questions of the more frequent answers are dropped at random). A model that reads only
-the question is at chance on the lesion questions. Open modality / organ / plane answers follow the
+the question is close to chance on the lesion questions (on the default build, the most frequent
+training answer per question text scores about 0.5 on the test lesion questions, the chance level of
+this mix of yes/no, 2-, 3- and 4-way questions). The open modality-specific intensity terms of
+ultrasound, radiographs and scintigraphy are rare for the same reason (few images, balanced per split). Open modality / organ / plane answers follow the
 image mix and are not balanced.
 
 ## Conventions
@@ -143,23 +148,28 @@ image mix and are not balanced.
 - Positions are relative to the **organ's centre lines** (the centre of the bounding box of the brain /
   body / lung mask in this plane, `extra.reference_px`), not the image centre. Single lesions keep at
   least {int(0.1 * 100)}% of the organ's extent away from these lines, so sides are never ambiguous.
-  Ultrasound, fundus and pathology images only get upper / lower questions, about the image.
+  Ultrasound, fundus and pathology images only get upper / lower questions, about the image; the oblique
+  shoulder MR and the bone scan get upper / lower only; sagittal slices get anterior / posterior and
+  upper / lower, axial slices left / right and anterior / posterior, coronal slices left / right and
+  upper / lower.
 - Sizes are the lesion's diameter in millimetres from the file's pixel spacing (after resizing, see
-  `extra.mm_per_px`). Drawn diameters avoid the class edges ({small_lo:.0f}-17, 23-31 and 39-50 mm) and
-  are at least {MIN_FOV_FRACTION * 100:.0f}% of the field of view, so a lesion is at least ~{MIN_FOV_FRACTION * 96:.0f} px across in a 96 px
+  `extra.mm_per_px`). Drawn diameters avoid the class edges ({small_lo:.0f}-17, 23-31 and 39-50 mm, the lower
+  bounds raised per source so that a lesion stays visible) and are at least {MIN_FOV_FRACTION * 100:.0f}% of the field of view, so a lesion is at least ~{MIN_FOV_FRACTION * 96:.0f} px across in a 96 px
   model input. Sources without a pixel spacing (chest radiograph, fundus, pathology) have no size questions
   and no millimetres in their captions.
 
 ## How lesions are made
 
-Each study draws a lesion count (0-3, uniform), one intensity for all its lesions (brighter / darker,
+Each study draws a lesion count (0, 1, 2, 3 with probabilities {probs}; single lesions are a bit more
+frequent because only they get position and size questions), one intensity for all its lesions (brighter / darker,
 50/50), and per lesion a size, an elongation (axis ratio 0.8-1.25), an orientation, a slight lobulation and
 a texture seed. Centres are sampled inside the organ mask (thresholds + morphology + largest component;
 the MNI brain mask; the intracranial soft tissue of head CTs; the lungs of the chest radiograph) at a
 distance from its edge of at least 0.8 times the lesion radius, without overlaps, and where the tissue
 leaves room for the chosen contrast. For a single lesion the side (left / right, upper / lower) is drawn
 first, which balances position answers. Drawing depends on the modality: a soft-edged textured blob
-(CT about +/-35-40 HU-equivalent in the brain window, MR), speckled for ultrasound, a projected sphere for
+(CT and MR: +0.42 / -0.36 of the display range from the local tissue level, keeping a quarter of the
+underlying texture), speckled for ultrasound, a projected sphere for
 radiographs, a blurred hot / cold spot for scintigraphy, colour blends for fundus (exudate-like / haemorrhage-like)
 and pathology (pale area / dense haematoxylin cluster). In volumes a lesion is an ellipsoid in
 voxel space; both views of a study cut it, so both show the same lesions (the further cut slightly

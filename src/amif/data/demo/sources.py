@@ -236,7 +236,7 @@ def _ct_head_693() -> Image2D | None:
     info = SourceInfo(
         key="ct_head", title="Head CT (693_UNCI.dcm)", modality="ct", organ="brain", plane="axial",
         view_desc="axial", package=_PYDICOM[0], licence=_PYDICOM[1], origin="pydicom-data 693_UNCI.dcm",
-        horizontal="lr", vertical="ap", note="lossy-compressed sample, soft-looking grey matter",
+        horizontal="lr", vertical="ap", note="lossy-compressed sample: blocky, featureless brain",
     )
     return Image2D(info, img, inner, _spacing(ds), _bbox(head))
 
@@ -487,7 +487,7 @@ def load_2d_sources() -> tuple[Image2D, ...]:
 
 def _mni_info(plane: str) -> SourceInfo:
     return SourceInfo(
-        key="mni", title="MNI152 ICBM 2009a T1 template (nilearn)", modality="mri", organ="brain", plane=plane,
+        key="mni", title="MNI152 ICBM 2009a nonlinear T1 template (nilearn)", modality="mri", organ="brain", plane=plane,
         view_desc=plane, package="nilearn",
         licence="free use with the copyright notice (McConnell Brain Imaging Centre, see the card)",
         origin="nilearn.datasets.load_mni152_template(resolution=1)",
