@@ -155,8 +155,8 @@ image mix and are not balanced.
 - Sizes are the lesion's diameter in millimetres from the file's pixel spacing (after resizing, see
   `extra.mm_per_px`). Drawn diameters avoid the class edges ({small_lo:.0f}-17, 23-31 and 39-50 mm, the lower
   bounds raised per source so that a lesion stays visible) and are at least {MIN_FOV_FRACTION * 100:.0f}% of the field of view, so a lesion is at least ~{MIN_FOV_FRACTION * 96:.0f} px across in a 96 px
-  model input. Sources without a pixel spacing (chest radiograph, fundus, pathology) have no size questions
-  and no millimetres in their captions.
+  model input. Sources without a usable pixel spacing (chest radiograph, fundus, pathology, whole-body bone scan) have
+  no size questions and no millimetres in their captions.
 
 ## How lesions are made
 
@@ -197,7 +197,8 @@ smaller; `view_diameter_mm`).
   Other images may contain incidental real findings; "presence" and "count" refer to the synthetic lesions.
 - The MNI152 template is an average of many brains (smooth, symmetric); the head CT 693_UNCI is a lossy
   sample with blocky grey matter; CT_small is a 128 px crop around a thoracic vertebra (organ: spine).
-- The chest radiograph file has a zero pixel spacing, so its lesion sizes are relative only.
+- The chest radiograph file has a zero pixel spacing, the fundus and micrograph have none, and on the 2 m
+  field of view of the whole-body scan no size class would be visible: their lesion sizes are in pixels only.
 - The InVesalius `matrix.dat` stores the DICOM rows upside down (checked on the anatomy); its columns are
   assumed to run as in DICOM (towards the patient's left), which cannot be checked on a symmetric head.
 """

@@ -1,0 +1,538 @@
+"""``amif demo``: the whole method on the embedded demo dataset in one command.
+
+Steps (each timed): build the demo dataset (or reuse it), pre-train stage 0 and stage 1 (when the
+pre-training application is installed), fine-tune and evaluate the tiny model three times - question
+only (images blanked), from scratch, and from the pre-trained weights - then compare them with the
+majority-answer baseline on the test split and write a report (``DIR/report``: ``results.md``,
+``results.json`` and pictures).
+
+Only standard-library modules are imported at module level, so building the ``amif`` parser stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+import warnings
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+FINETUNE_CONFIG = CONFIG_DIR / "demo" / "finetune.yaml"
+PRETRAIN_CONFIGS = (CONFIG_DIR / "demo" / "pretrain_stage0.yaml", CONFIG_DIR / "demo" / "pretrain_stage1.yaml")
+
+# Question types whose answer needs the synthetic lesions in the image (the "lesion questions" row).
+LESION_TYPES = ("presence", "count", "position", "size")
+# Models of the comparison, in table order: key -> column label.
+MODELS = {
+    "majority": "majority answer",
+    "question_only": "question only",
+    "scratch": "AMiF from scratch",
+    "pretrained": "AMiF pre-trained",
+}
+# Fine-tuning runs: key -> extra overrides.
+FINETUNE_RUNS = {
+    "question_only": ["data.blank_images=true"],
+    "scratch": [],
+    "pretrained": [],  # + run.init_from=<stage 1 model>
+}
+QUICK_SCALE = 0.3
+QUICK_FINETUNE = ["run.max_epochs=1"]
+QUICK_PRETRAIN = ["run.max_epochs=1"]
+DATA_MARKER = "data_build.json"
+
+
+# ----------------------------------------------------------------------------------------- baselines
+
+def majority_answers(train: Iterable[Any]) -> dict[tuple[str | None, str | None], str]:
+    """Most frequent training answer per (question type, answer type), plus fallbacks.
+
+    Keys: ``(question_type, answer_type)``, ``(question_type, None)`` and ``(None, None)`` (all
+    questions). Answers are compared after :func:`amif.answers.normalize_answer`; ties go to the
+    alphabetically first normalised answer, so the result does not depend on record order.
+    """
+    from amif.answers import normalize_answer
+
+    counts: dict[tuple[str | None, str | None], Counter] = defaultdict(Counter)
+    for r in train:
+        a = normalize_answer(r.answer)
+        at = (r.answer_type or "").upper() or None
+        counts[(r.question_type, at)][a] += 1
+        counts[(r.question_type, None)][a] += 1
+        counts[(None, None)][a] += 1
+    return {k: min(c.items(), key=lambda kv: (-kv[1], kv[0]))[0] for k, c in counts.items()}
+
+
+def majority_predict(answers: Mapping[tuple[str | None, str | None], str], record: Any) -> str:
+    """The majority answer for one record: its (type, answer type) group, else its type, else all."""
+    at = (record.answer_type or "").upper() or None
+    for key in ((record.question_type, at), (record.question_type, None), (None, None)):
+        if key in answers:
+            return answers[key]
+    return ""
+
+
+def majority_baseline(train: Sequence[Any], test: Sequence[Any]) -> tuple[list[dict], dict[str, Any]]:
+    """Score the majority-answer baseline on ``test``: (per-question rows, metrics like evaluate_dataset)."""
+    from amif.answers import exact_match
+    from amif.metrics import VQAAccuracy, summarize
+
+    answers = majority_answers(train)
+    qtypes = sorted({r.question_type for r in list(train) + list(test) if r.question_type})
+    metric = VQAAccuracy(question_types=qtypes)
+    preds = [majority_predict(answers, r) for r in test]
+    if test:
+        metric.update(preds, [r.answer for r in test], [r.answer_type for r in test],
+                      [r.question_type for r in test])
+    rows = [{"qid": r.qid, "question": r.question, "answer": r.answer, "prediction": p,
+             "correct": exact_match(p, r.answer), "answer_type": r.answer_type, "question_type": r.question_type}
+            for r, p in zip(test, preds)]
+    return rows, summarize(metric.compute())
+
+
+def group_accuracy(rows: Iterable[Mapping[str, Any]], question_types: Sequence[str] = LESION_TYPES
+                   ) -> tuple[float | None, int]:
+    """Accuracy and count over the per-question rows whose question type is in ``question_types``."""
+    sel = [bool(r["correct"]) for r in rows if r.get("question_type") in question_types]
+    return (sum(sel) / len(sel) if sel else None), len(sel)
+
+
+def add_lesion_metric(metrics: dict[str, Any], rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Add ``lesion`` / ``n_lesion`` (the lesion-question aggregate) to a metrics dict, in place."""
+    acc, n = group_accuracy(rows)
+    metrics["lesion"], metrics["n_lesion"] = acc, n
+    return metrics
+
+
+# ------------------------------------------------------------------------------------------- table
+
+def _pct(v: Any) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"
+
+
+def table_rows(columns: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """(metric key, label) of the table rows present in ``columns``."""
+    rows = [("overall", "overall"), ("open", "open"), ("closed", "closed"),
+            ("lesion", f"lesion questions ({', '.join(LESION_TYPES)})")]
+    qts = sorted({k.split("/", 1)[1] for c in columns.values() for k in c
+                  if k.startswith("qtype/") and c.get(f"n_{k}")})
+    rows += [(f"qtype/{q}", f"type: {q}") for q in qts]
+    return [(k, lab) for k, lab in rows if any(c.get(f"n_{k}") for c in columns.values())]
+
+
+def format_demo_table(columns: Mapping[str, Mapping[str, Any]], reference: tuple[str, str] | None = None) -> str:
+    """Markdown table of test accuracies (percent): one column per model, rows per question group.
+
+    ``reference = (model, baseline)`` adds a column with the difference model - baseline in points.
+    """
+    names = list(columns)
+    head = ["group", "n"] + names
+    if reference:
+        head.append(f"{reference[0]} - {reference[1]}")
+    lines = ["| " + " | ".join(head) + " |", "|---|---:|" + "---:|" * (len(head) - 2)]
+    for key, label in table_rows(columns):
+        n = next((c.get(f"n_{key}") for c in columns.values() if c.get(f"n_{key}") is not None), None)
+        cells = [label, "-" if n is None else str(n)] + [_pct(c.get(key)) for c in columns.values()]
+        if reference:
+            a, b = columns[reference[0]].get(key), columns[reference[1]].get(key)
+            cells.append("-" if a is None or b is None else f"{100 * (a - b):+.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------- steps
+
+def machine_info() -> dict[str, Any]:
+    """Where the demo ran: platform, CPU model and count, torch threads, accelerator."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
+            "cpu_count": os.cpu_count(), "usable_cpus": usable, "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def ensure_data(data_dir: Path, *, seed: int, scale: float, progress: bool = True,
+                say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Build the demo dataset into ``data_dir`` unless a build with the same seed and scale is there."""
+    from amif.data.demo import build_demo_dataset
+
+    marker = data_dir.parent / DATA_MARKER
+    if marker.is_file() and all((data_dir / f"{s}.jsonl").is_file() for s in ("train", "val", "test")):
+        try:
+            old = json.loads(marker.read_text(encoding="utf-8"))
+        except ValueError:
+            old = {}
+        if old.get("seed") == seed and old.get("scale") == scale:
+            say(f"reusing the demo dataset in {data_dir} (seed {seed}, scale {scale})")
+            old["reused"] = True
+            return old
+    marker.unlink(missing_ok=True)
+    summary = build_demo_dataset(data_dir, seed=seed, scale=scale, progress=progress)
+    marker.write_text(json.dumps(summary, indent=1, default=str), encoding="utf-8")
+    summary["reused"] = False
+    return summary
+
+
+def pretraining_available() -> bool:
+    """True when the pre-training application (``amif_train.pretrain``) imports."""
+    try:
+        import amif_train.pretrain  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _fresh(folder: Path) -> Path:
+    """Empty a run folder of a previous demo run (the loggers and checkpoints would mix otherwise)."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    return folder
+
+
+def run_pretraining(runs: Path, data_dir: Path, model_cfg: Any, overrides: Sequence[str] = (),
+                    configs: Sequence[Path] = PRETRAIN_CONFIGS,
+                    before: Callable[[Path], None] | None = None) -> list[dict[str, Any]]:
+    """Run the pre-training stages in order into ``runs/<config stem>``, each from the previous model.
+
+    The model section is replaced by the fine-tuning model's, so the weights always fit it. ``before``
+    is called with each config path before its stage starts (progress messages).
+    """
+    from amif.config import load_config
+    from amif.config_pretrain import PretrainConfig
+    from amif_train.pretrain import run_pretrain
+
+    summaries: list[dict[str, Any]] = []
+    for path in configs:
+        if before is not None:
+            before(path)
+        ov = [f"data.root={data_dir}", f"run.output_dir={_fresh(runs / path.stem)}"]
+        if summaries:
+            ov.append(f"run.init_from={summaries[-1]['model_dir']}")
+        cfg = load_config(path, ov + list(overrides), cls=PretrainConfig)
+        cfg.model = model_cfg
+        t0 = time.time()
+        summary = run_pretrain(cfg)
+        summary["name"] = path.stem
+        summary["seconds"] = round(time.time() - t0, 1)
+        summaries.append(summary)
+        print(f"{path.stem}: {summary['seconds']} s", flush=True)
+    return summaries
+
+
+def finetune_config(config: Path, data_dir: Path, out_dir: Path, overrides: Sequence[str]) -> Any:
+    from amif.config import load_config
+
+    return load_config(config, [f"data.root={data_dir}", f"run.output_dir={out_dir}", *overrides])
+
+
+# ------------------------------------------------------------------------------------------- the demo
+
+def run_demo(
+    out: str | Path,
+    *,
+    scale: float | None = None,
+    seed: int = 0,
+    quick: bool = False,
+    pretrain: bool | None = None,
+    config: str | Path = FINETUNE_CONFIG,
+    overrides: Sequence[str] = (),
+    pretrain_overrides: Sequence[str] = (),
+    pretrain_configs: Sequence[Path] = PRETRAIN_CONFIGS,
+    progress: bool = True,
+    plots: bool = True,
+) -> dict[str, Any]:
+    """Run the demo into ``out`` and return what ``DIR/report/results.json`` holds.
+
+    ``pretrain``: None runs the pre-training stages when the pre-training application is installed;
+    ``overrides`` / ``pretrain_overrides`` are ``key=value`` config overrides of the fine-tuning runs
+    and the pre-training stages. ``quick`` uses less data and one epoch per training run.
+    """
+    _quiet()
+    from amif.data.records import load_split
+    from amif_train.finetune import run_finetune
+
+    t_start = time.time()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    scale = float(scale if scale is not None else (QUICK_SCALE if quick else 1.0))
+    overrides = (QUICK_FINETUNE if quick else []) + list(overrides)
+    pretrain_overrides = (QUICK_PRETRAIN if quick else []) + list(pretrain_overrides)
+    if pretrain is None:
+        pretrain = pretraining_available()
+        if not pretrain:
+            print("note: the pre-training application (amif_train.pretrain) is not installed: "
+                  "skipping pre-training and the 'AMiF pre-trained' model")
+    n_steps = 2 + (len(pretrain_configs) if pretrain else 0) + len(FINETUNE_RUNS) - (0 if pretrain else 1)
+    step_no = 0
+    timings: dict[str, float] = {}
+
+    def step(title: str) -> None:
+        nonlocal step_no
+        step_no += 1
+        print(f"\n=== [{step_no}/{n_steps}] {title} ===", flush=True)
+
+    # 1. data
+    step(f"demo dataset (seed {seed}, scale {scale})")
+    t0 = time.time()
+    data_dir = out / "data"
+    data_summary = ensure_data(data_dir, seed=seed, scale=scale, progress=progress)
+    timings["data"] = round(time.time() - t0, 1)
+    records = {s: load_split(data_dir, s) for s in ("train", "val", "test")}
+    print(f"{len(records['train'])} / {len(records['val'])} / {len(records['test'])} train / val / test questions "
+          f"({timings['data']} s)")
+
+    # 2. pre-training
+    runs = out / "runs"
+    base_cfg = finetune_config(Path(config), data_dir, runs / "scratch", overrides)
+    if not progress:
+        base_cfg.run.progress_bar = False
+    pretrain_summaries: list[dict[str, Any]] = []
+    if pretrain:
+        po = list(pretrain_overrides) + ([] if progress else ["run.progress_bar=false"])
+        pretrain_summaries = run_pretraining(runs, data_dir, base_cfg.model, po, pretrain_configs,
+                                             before=lambda p: step(f"pre-training {p.stem}"))
+        for s in pretrain_summaries:
+            timings[s["name"]] = s["seconds"]
+
+    # 3. fine-tuning runs
+    results: dict[str, dict[str, Any]] = {}
+    rows_by_model: dict[str, list[dict]] = {}
+    for key, extra in FINETUNE_RUNS.items():
+        if key == "pretrained":
+            if not pretrain_summaries:
+                continue
+            extra = [*extra, f"run.init_from={pretrain_summaries[-1]['model_dir']}"]
+        step(f"fine-tune and test: {MODELS[key]}")
+        run_dir = _fresh(runs / key)
+        cfg = finetune_config(Path(config), data_dir, run_dir, [*overrides, *extra])
+        if not progress:
+            cfg.run.progress_bar = False
+        t0 = time.time()
+        summary = run_finetune(cfg)
+        timings[key] = round(time.time() - t0, 1)
+        doc = json.loads((run_dir / "results_test.json").read_text(encoding="utf-8"))
+        rows_by_model[key] = doc["predictions"]
+        results[key] = add_lesion_metric(dict(summary["test"]), doc["predictions"])
+        results[key]["val"] = summary.get("val")
+        print(f"{MODELS[key]}: {timings[key]} s", flush=True)
+
+    # 4. majority baseline, report
+    step("report")
+    t0 = time.time()
+    maj_rows, maj = majority_baseline(records["train"], records["test"])
+    results = {"majority": add_lesion_metric(maj, maj_rows), **results}
+    rows_by_model = {"majority": maj_rows, **rows_by_model}
+    report = write_report(out, results=results, rows_by_model=rows_by_model, records=records,
+                          data_summary=data_summary, pretrain_summaries=pretrain_summaries, timings=timings,
+                          scale=scale, seed=seed, quick=quick, config=str(config), overrides=list(overrides),
+                          plots=plots, t_start=t_start)
+    return report
+
+
+def main_model(results: Mapping[str, Any]) -> str:
+    """The AMiF model the report centres on: pre-trained when it exists, else from scratch."""
+    return "pretrained" if "pretrained" in results else "scratch"
+
+
+def verdict(results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """How much each AMiF model gains over the question-only model (points; targets 10 overall, 20 lesion)."""
+    out: dict[str, Any] = {"targets": {"overall": 10.0, "lesion": 20.0}}
+    q = results.get("question_only")
+    for key in ("scratch", "pretrained"):
+        if key not in results or q is None:
+            continue
+        gains = {}
+        for m in ("overall", "lesion"):
+            a, b = results[key].get(m), q.get(m)
+            gains[m] = None if a is None or b is None else round(100 * (a - b), 1)
+        gains["meets_targets"] = all(gains[m] is not None and gains[m] >= out["targets"][m] for m in ("overall", "lesion"))
+        out[key] = gains
+    return out
+
+
+def write_report(
+    out: Path,
+    *,
+    results: dict[str, dict[str, Any]],
+    rows_by_model: dict[str, list[dict]],
+    records: dict[str, list[Any]],
+    data_summary: dict[str, Any],
+    pretrain_summaries: list[dict[str, Any]],
+    timings: dict[str, float],
+    scale: float,
+    seed: int,
+    quick: bool,
+    config: str,
+    overrides: list[str],
+    plots: bool,
+    t_start: float,
+) -> dict[str, Any]:
+    """Print the results table and write ``DIR/report``: results.md, results.json and the pictures."""
+    report_dir = out / "report"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    columns = {MODELS[k]: v for k, v in results.items()}
+    main = main_model(results)
+    reference = (MODELS[main], MODELS["question_only"]) if "question_only" in results else None
+    table = format_demo_table(columns, reference)
+    images: dict[str, str] = {}
+    t0 = time.time()
+    if plots:
+        from amif_train import report as plots_mod
+
+        run_dirs = {MODELS[k]: out / "runs" / k for k in results if (out / "runs" / k / "logs").is_dir()}
+        pre_dirs = {s["name"]: Path(s["output_dir"]) for s in pretrain_summaries}
+        images = plots_mod.write_all(
+            report_dir, run_dirs=run_dirs, pretrain_dirs=pre_dirs, columns=columns,
+            table_rows=table_rows(columns), data_dir=out / "data", test_records=records["test"],
+            predictions={MODELS[k]: v for k, v in rows_by_model.items()}, main=MODELS[main],
+            baseline=MODELS["question_only"] if "question_only" in results else None, seed=seed,
+        )
+    timings["report"] = round(time.time() - t0, 1)
+    timings["total"] = round(time.time() - t_start, 1)
+    machine = machine_info()
+    gains = verdict(results)
+    doc = {
+        "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "command": sys.argv,
+        "machine": machine,
+        "settings": {"scale": scale, "seed": seed, "quick": quick, "config": config, "overrides": overrides},
+        "data": {k: data_summary.get(k) for k in ("out_dir", "seed", "scale", "image_size", "images", "questions",
+                                                  "question_types", "sources", "reused", "seconds")},
+        "seconds": timings,
+        "lesion_types": list(LESION_TYPES),
+        "models": {k: MODELS[k] for k in results},
+        "metrics": results,
+        "gain_over_question_only": gains,
+        "pretraining": [{k: s.get(k) for k in ("name", "model_dir", "initial", "final", "global_steps", "seconds")}
+                        for s in pretrain_summaries],
+        "images": images,
+        "table_markdown": table,
+    }
+    (report_dir / "results.json").write_text(json.dumps(doc, indent=1, default=str), encoding="utf-8")
+    (report_dir / "results.md").write_text(_markdown(doc, table, results, report_dir), encoding="utf-8")
+    n_test = len(records["test"])
+    print(f"\nDemo test split: {n_test} questions, accuracy in percent\n\n{table}\n")
+    for key in ("scratch", "pretrained"):
+        g = gains.get(key)
+        if g:
+            print(f"{MODELS[key]} vs question only: {g['overall']:+.1f} points overall, "
+                  f"{g['lesion']:+.1f} on lesion questions (targets +10 / +20)")
+    print("\nwall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
+    print(f"report: {report_dir / 'results.md'}")
+    return doc
+
+
+def _markdown(doc: dict[str, Any], table: str, results: Mapping[str, Any], report_dir: Path) -> str:
+    m, d = doc["machine"], doc["data"]
+    lines = [
+        "# amif demo results",
+        "",
+        f"- date: {doc['created']}",
+        f"- machine: {m['platform']}; CPU: {m['cpu']}; {m['cpu_count']} CPUs ({m['usable_cpus']} usable), "
+        f"torch {m['torch']} with {m['torch_threads']} threads" + (f"; GPU: {m['cuda']}" if m.get("cuda") else ""),
+        f"- command: `{' '.join(doc['command'])}`",
+        f"- settings: scale {doc['settings']['scale']}, seed {doc['settings']['seed']}, quick {doc['settings']['quick']}, "
+        f"fine-tuning config `{doc['settings']['config']}`"
+        + (f" with `{' '.join(doc['settings']['overrides'])}`" if doc["settings"]["overrides"] else ""),
+        f"- data: {d.get('questions')} questions on {d.get('images')} images (train / val / test)"
+        + (" (reused)" if d.get("reused") else ""),
+        "- wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in doc["seconds"].items()),
+        "",
+        "## Test accuracy (%)",
+        "",
+        table,
+        "",
+        "- *majority answer*: the most frequent training answer of the question's type and answer type "
+        "(open / closed); no image, no question wording.",
+        "- *question only*: the same model and training with every image replaced by a blank one.",
+        f"- *lesion questions*: the questions of types {', '.join(LESION_TYPES)} together; they cannot be "
+        "answered without looking at the image (the demo data balances their answers).",
+        "- open / closed: the dataset's answer types; *n*: number of test questions in the row.",
+        "",
+    ]
+    for key, g in doc["gain_over_question_only"].items():
+        if key == "targets" or not g:
+            continue
+        status = "meets" if g["meets_targets"] else "does NOT meet"
+        lines.append(f"**{MODELS[key]}** vs question only: {g['overall']:+.1f} points overall, "
+                     f"{g['lesion']:+.1f} points on lesion questions - {status} the demo targets (+10 / +20).")
+        lines.append("")
+    if doc["pretraining"]:
+        lines += ["## Pre-training", ""]
+        for s in doc["pretraining"]:
+            ini, fin = s.get("initial") or {}, s.get("final") or {}
+            rm = (f"validation retrieval recall mean {100 * ini['recall_mean']:.1f} -> {100 * fin['recall_mean']:.1f}"
+                  if "recall_mean" in ini and "recall_mean" in fin else "")
+            lines.append(f"- {s['name']}: {s.get('global_steps')} steps, {s.get('seconds')} s; {rm}")
+        lines.append("")
+    if doc["images"]:
+        lines += ["## Pictures", ""]
+        for title, path in doc["images"].items():
+            rel = os.path.relpath(path, report_dir)
+            lines += [f"### {title}", "", f"![{title}]({rel})", ""]
+    lines += ["All metrics of every model: `results.json`; per-question predictions: "
+              "`runs/<model>/results_test.json`.", ""]
+    return "\n".join(lines)
+
+
+def _quiet() -> None:
+    """Hide library chatter that says nothing about the demo (the CLI does the same for its commands)."""
+    import logging
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for pattern in (".*does not have many workers.*", ".*GPU available but not used.*",
+                    ".*Checkpoint directory .* exists and is not empty.*", ".*LeafSpec.*is deprecated.*",
+                    ".*Experiment logs directory .* exists and is not empty.*"):
+        warnings.filterwarnings("ignore", message=pattern)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    logging.getLogger("lightning.pytorch.accelerators.cuda").setLevel(logging.WARNING)
+
+
+# ------------------------------------------------------------------------------------------- command line
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``amif demo``."""
+    p = sub.add_parser(
+        "demo", help="build the demo dataset, pre-train, fine-tune and evaluate the tiny model, write a report",
+        description="Runs the whole method on the embedded demo dataset and compares AMiF with a majority-answer "
+                    "and a question-only baseline. Writes DIR/data, DIR/runs and DIR/report.",
+    )
+    p.add_argument("--out", required=True, help="output folder (DIR)")
+    p.add_argument("--scale", type=float, default=None,
+                   help=f"multiply the number of demo images (default 1, or {QUICK_SCALE} with --quick)")
+    p.add_argument("--seed", type=int, default=0, help="demo dataset seed")
+    p.add_argument("--quick", action="store_true", help="less data and one epoch per training run (a smoke test)")
+    p.add_argument("--no-pretrain", action="store_true", help="skip pre-training (and the pre-trained model)")
+    p.add_argument("--config", default=str(FINETUNE_CONFIG), help="fine-tuning config of the three AMiF runs")
+    p.add_argument("--pretrain-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="override of both pre-training stages, e.g. run.max_epochs=2")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="fine-tuning overrides, e.g. run.max_epochs=3")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    run_demo(args.out, scale=args.scale, seed=args.seed, quick=args.quick,
+             pretrain=False if args.no_pretrain else None, config=args.config, overrides=args.overrides,
+             pretrain_overrides=args.pretrain_option)
+    return 0
