@@ -63,8 +63,13 @@ def test_predict_command_on_one_image(finetuned):
     assert len(answers) == 3 and abs(sum(a["prob"] for a in answers) - 1) < 0.2
     from amif.inference import VQAPredictor
 
-    api = VQAPredictor.from_pretrained(out / "model").answer(image, "Which side is the square on?", top_k=3)
+    predictor = VQAPredictor.from_pretrained(out / "model")
+    api = predictor.answer(image, "Which side is the square on?", top_k=3)
     assert [a for a, _ in api] == [a["answer"] for a in answers]
+    from pydicom.data import get_testdata_file
+
+    dicom = predictor.answer(get_testdata_file("CT_small.dcm"), "Is the square on the left?", top_k=2)
+    assert len(dicom) == 2 and dicom[0][1] >= dicom[1][1]
 
 
 def test_resume_continues_from_last_checkpoint(finetuned):

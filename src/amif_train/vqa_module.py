@@ -11,7 +11,7 @@ import torch
 from amif.config import RunConfig
 from amif.metrics import VQAAccuracy
 from amif.models.vqa import AMiFVQA
-from amif_train.optim import param_groups, warmup_cosine
+from amif_train.optim import adamw, param_groups, warmup_cosine
 
 
 class VQAModule(L.LightningModule):
@@ -54,6 +54,6 @@ class VQAModule(L.LightningModule):
             self.model, self.run.lr, self.run.weight_decay, self.run.lr_new_modules,
             pretrained_prefixes=("image_encoder.", "text_encoder.", "decoder."),
         )
-        opt = torch.optim.AdamW(groups, lr=self.run.lr, betas=self.run.betas)
+        opt = adamw(groups, self.run.lr, self.run.betas)
         sched = warmup_cosine(opt, self.trainer.estimated_stepping_batches, self.run.warmup_fraction, self.run.min_lr)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
