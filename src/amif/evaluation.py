@@ -43,7 +43,7 @@ def evaluate_dataset(
     """Predict every record of ``dataset``; returns (per-question results, metrics as Python numbers)."""
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_vqa, num_workers=num_workers)
-    metric = VQAAccuracy(question_types=list(question_types))
+    metric = VQAAccuracy(question_types=list(question_types), sync_on_compute=False)  # one process scores all
     candidates = {normalize_answer(c) for c in model.answer_candidates}
     rows: list[dict] = []
     iterator = loader

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
 from amif.config import ExperimentConfig
@@ -53,6 +55,30 @@ def build_datasets(cfg: ExperimentConfig, image_size: int) -> dict[str, Any]:
     return {"records": recs, "lists": lists, "datasets": datasets, "question_types": qtypes}
 
 
+class VQADataModule(L.LightningDataModule):
+    """Train / val loaders. Under DDP, validation uses an *unrepeated* distributed sampler: every
+    validation question is scored exactly once across ranks (Lightning's default sampler pads ranks by
+    repeating samples), so the count-state metrics give exact accuracies."""
+
+    def __init__(self, train, val, batch_size: int, eval_batch_size: int, num_workers: int):
+        super().__init__()
+        self.train_ds, self.val_ds = train, val
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.kw = {"collate_fn": collate_vqa, "num_workers": num_workers, "persistent_workers": num_workers > 0}
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_ds, batch_size=self.batch_size, shuffle=True, drop_last=True, **self.kw)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_ds is None:
+            return []
+        sampler = None
+        if self.trainer is not None and self.trainer.world_size > 1:
+            sampler = UnrepeatedDistributedSampler(self.val_ds, num_replicas=self.trainer.world_size,
+                                                   rank=self.trainer.global_rank, shuffle=False)
+        return DataLoader(self.val_ds, batch_size=self.eval_batch_size, sampler=sampler, **self.kw)
+
+
 def run_finetune(cfg: ExperimentConfig, *, resume: bool = False, model: AMiFVQA | None = None) -> dict[str, Any]:
     """Fine-tune, select on validation, save the selected model and evaluate it on the test split."""
     L.seed_everything(cfg.run.seed, workers=True)
@@ -72,11 +98,9 @@ def run_finetune(cfg: ExperimentConfig, *, resume: bool = False, model: AMiFVQA 
                   "dataset": str(cfg.data.root), "blank_images": cfg.data.blank_images}
     module = VQAModule(model, cfg.run, data["question_types"])
     ds = data["datasets"]
-    loader_kw = {"collate_fn": collate_vqa, "num_workers": cfg.data.num_workers,
-                 "persistent_workers": cfg.data.num_workers > 0}
-    train_loader = DataLoader(ds["train"], batch_size=cfg.run.batch_size, shuffle=True, drop_last=True, **loader_kw)
     select_on_val = not cfg.data.train_on_val
-    val_loader = DataLoader(ds["val"], batch_size=cfg.run.eval_batch_size, **loader_kw) if select_on_val else None
+    datamodule = VQADataModule(ds["train"], ds["val"] if select_on_val else None, cfg.run.batch_size,
+                               cfg.run.eval_batch_size, cfg.data.num_workers)
     # Two callbacks: the selected (best on val) checkpoint, and last.ckpt written after every epoch so a
     # killed run resumes with at most one epoch lost (Lightning 2.6 only refreshes save_last together
     # with a top-k save).
@@ -98,7 +122,7 @@ def run_finetune(cfg: ExperimentConfig, *, resume: bool = False, model: AMiFVQA 
         limit_val_batches=1.0 if select_on_val else 0,
     )
     last = out / "checkpoints" / "last.ckpt"
-    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resume and last.is_file() else None)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume and last.is_file() else None)
     if not trainer.is_global_zero:
         return {}
     selected = ckpt.best_model_path if select_on_val else last_ckpt.best_model_path
@@ -118,6 +142,7 @@ def run_finetune(cfg: ExperimentConfig, *, resume: bool = False, model: AMiFVQA 
                                      question_types=data["question_types"], progress=cfg.run.progress_bar)
     write_results(out / "results_test.json", metrics=metrics, predictions=rows, split=cfg.data.test_split, **info)
     summary["test"] = metrics
+    (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     print(f"\nTest split ({len(rows)} questions, protocol {lists.protocol}):\n"
           + format_table({"AMiF": metrics}))
     return summary

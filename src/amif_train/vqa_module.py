@@ -47,6 +47,7 @@ class VQAModule(L.LightningModule):
         for key in ("overall", "open", "closed", "open_yesno", "closed_yesno"):
             if key in results and not torch.isnan(results[key]):
                 self.log(f"val/{key}", results[key], prog_bar=key == "overall")
+        self.log("val/n_questions", results["n_overall"].float())  # every question counted once, also under DDP
         self.val_metric.reset()
 
     def configure_optimizers(self):
