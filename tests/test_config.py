@@ -27,6 +27,7 @@ def test_unknown_key_names_it_and_lists_valid_keys(tmp_path):
 def test_wrong_types_and_values_are_errors():
     with pytest.raises(ConfigError, match="config.run.lr: expected a number"):
         load_config(None, ["run.lr=fast"])
+    assert load_config(None, ["run.lr=3e-4"]).run.lr == 3e-4  # YAML 1.1 reads this as a string
     with pytest.raises(ConfigError, match="protocol"):
         load_config(None, ["data.protocol=leaky"])
     with pytest.raises(ConfigError, match="must look like"):

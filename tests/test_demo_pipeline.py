@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import MICRO
 
 from amif.data.records import VQARecord
 from amif_train import demo
+
+from helpers import MICRO
 
 
 def _rec(qid: str, qtype: str, atype: str, answer: str) -> VQARecord:

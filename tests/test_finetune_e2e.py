@@ -82,6 +82,7 @@ def test_resume_continues_from_last_checkpoint(finetuned):
     run_finetune(cfg, resume=True)
     steps_after = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
     assert steps_before > 0 and steps_after == steps_before * 3 // 2  # one more epoch, not three
+    assert (out / "logs" / "metrics.csv").is_file() and (out / "logs" / "resume1" / "metrics.csv").is_file()
 
 
 def test_cli_reports_config_errors_cleanly(tmp_path):

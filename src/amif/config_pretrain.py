@@ -86,6 +86,8 @@ class LossConfig:
     utgc: bool = True  # text-text relational distillation
     wpa: bool = True  # optimal-transport word-patch alignment (stage >= 1)
     itm: bool = True  # image-text matching with hard negatives (stage >= 1)
+    image_pooling: str = "cls"  # global image feature: cls (paper) | mean of all tokens
+    text_pooling: str = "cls"  # global text feature: cls (paper) | mean of the real tokens
     teacher: str = "caption"  # caption | <CLIP model folder> | <cache .safetensors> | none
     teacher_trust_remote_code: bool = False  # BiomedCLIP's HF port ships remote code
     lam: float = 0.01  # the flexibility weight λ on each positive
@@ -119,6 +121,8 @@ class PretrainRunConfig(RunConfig):
     init_from: str | None = None  # a previous stage's model folder (OUTPUT/model)
     val_check_interval: int | float | None = None  # Lightning: None = once per epoch
     log_every_n_steps: int = 10
+    cpu_threads: int | None = None  # torch intra-op threads (None: torch's default); 1 avoids slow
+    # thread contention on small, shared CPU machines
 
 
 @dataclasses.dataclass
@@ -155,6 +159,9 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
         raise ConfigError(f"config.losses.target_mode must be 'logit' or 'mixture', got {L.target_mode!r}")
     if L.target_mode == "mixture" and not 0.0 <= L.lam <= 1.0:
         raise ConfigError(f"config.losses.lam must lie in [0, 1] with target_mode mixture, got {L.lam}")
+    for key in ("image_pooling", "text_pooling"):
+        if getattr(L, key) not in ("cls", "mean"):
+            raise ConfigError(f"config.losses.{key} must be 'cls' or 'mean', got {getattr(L, key)!r}")
     if L.ot_method not in ("ipot", "sinkhorn"):
         raise ConfigError(f"config.losses.ot_method must be 'ipot' or 'sinkhorn', got {L.ot_method!r}")
     if L.hard_negative_mode not in ("sample", "most_similar"):
@@ -183,6 +190,8 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
         raise ConfigError("every loss is switched off")
     if not 0.0 <= r.warmup_fraction < 1.0:
         raise ConfigError("config.run.warmup_fraction must lie in [0, 1)")
+    if r.cpu_threads is not None and r.cpu_threads < 1:
+        raise ConfigError("config.run.cpu_threads must be >= 1 (or null)")
     if r.batch_size < 1 or r.eval_batch_size < 1:
         raise ConfigError("config.run.batch_size and eval_batch_size must be >= 1")
     if d.max_caption_tokens < 3:

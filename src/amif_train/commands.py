@@ -129,3 +129,13 @@ def add_teacher_cache(sub: argparse._SubParsersAction) -> None:
 
 ALL = [add_data]
 ALL += [add_pretrain, add_teacher_cache]
+
+
+def add_demo(sub: argparse._SubParsersAction) -> None:
+    """``amif demo`` (defined in :mod:`amif_train.demo`)."""
+    from amif_train.demo import add_parser
+
+    add_parser(sub)
+
+
+ALL += [add_demo]

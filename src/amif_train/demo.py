@@ -122,9 +122,9 @@ def table_rows(columns: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str]
     """(metric key, label) of the table rows present in ``columns``."""
     rows = [("overall", "overall"), ("open", "open"), ("closed", "closed"),
             ("lesion", f"lesion questions ({', '.join(LESION_TYPES)})")]
-    qts = sorted({k.split("/", 1)[1] for c in columns.values() for k in c
-                  if k.startswith("qtype/") and c.get(f"n_{k}")})
-    rows += [(f"qtype/{q}", f"type: {q}") for q in qts]
+    qts = {k.split("/", 1)[1] for c in columns.values() for k in c if k.startswith("qtype/") and c.get(f"n_{k}")}
+    ordered = [q for q in LESION_TYPES if q in qts] + sorted(qts - set(LESION_TYPES))
+    rows += [(f"qtype/{q}", f"type: {q}") for q in ordered]
     return [(k, lab) for k, lab in rows if any(c.get(f"n_{k}") for c in columns.values())]
 
 

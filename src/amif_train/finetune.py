@@ -79,6 +79,16 @@ class VQADataModule(L.LightningDataModule):
         return DataLoader(self.val_ds, batch_size=self.eval_batch_size, sampler=sampler, **self.kw)
 
 
+def _log_version(out: Path, resume: bool) -> str:
+    """CSV logs of a resumed run go to logs/resumeN/ so the earlier metrics.csv is kept."""
+    if not resume or not (out / "logs" / "metrics.csv").is_file():
+        return ""
+    n = 1
+    while (out / "logs" / f"resume{n}").exists():
+        n += 1
+    return f"resume{n}"
+
+
 def run_finetune(cfg: ExperimentConfig, *, resume: bool = False, model: AMiFVQA | None = None) -> dict[str, Any]:
     """Fine-tune, select on validation, save the selected model and evaluate it on the test split."""
     L.seed_everything(cfg.run.seed, workers=True)
@@ -116,13 +126,15 @@ def run_finetune(cfg: ExperimentConfig, *, resume: bool = False, model: AMiFVQA 
         accelerator=cfg.run.accelerator, devices=cfg.run.devices, strategy=cfg.run.strategy,
         precision=cfg.run.precision, accumulate_grad_batches=cfg.run.accumulate_grad_batches,
         gradient_clip_val=cfg.run.gradient_clip_val, callbacks=[ckpt, last_ckpt],
-        logger=[CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="tensorboard", version="")],
+        logger=[CSVLogger(out, name="logs", version=_log_version(out, resume)),
+                TensorBoardLogger(out, name="tensorboard", version="")],
         log_every_n_steps=cfg.run.log_every_n_steps, enable_progress_bar=cfg.run.progress_bar,
         check_val_every_n_epoch=cfg.run.val_every_n_epochs, num_sanity_val_steps=0,
         limit_val_batches=1.0 if select_on_val else 0,
     )
     last = out / "checkpoints" / "last.ckpt"
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume and last.is_file() else None)
+    resuming = resume and last.is_file()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resuming else None)
     if not trainer.is_global_zero:
         return {}
     selected = ckpt.best_model_path if select_on_val else last_ckpt.best_model_path

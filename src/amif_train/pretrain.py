@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +27,9 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from amif.config_pretrain import CorpusConfig, PretrainConfig
 from amif.data.pretrain_corpora import PretrainDataset, SkipReport, read_corpus
 from amif.data.transforms import build_eval_transform, build_pretrain_transform, build_teacher_transform
-from amif.errors import ConfigError
+from amif.errors import ConfigError, DataError
 from amif.models.pretrain import AMiFPretrainModel, PretrainCollate
-from amif.teacher import Teacher, load_teacher
+from amif.teacher import CaptionSimilarityTeacher, Teacher, load_teacher
 from amif_train.pretrain_module import PretrainModule
 from amif_train.run_info import write_run_info
 
@@ -67,9 +69,49 @@ class _RunLog:
 
 
 def _is_global_zero() -> bool:
-    import os
-
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0
+
+
+class MemoCaptionTeacher(Teacher):
+    """A caption-only teacher with its embeddings memoised per caption.
+
+    The caption teacher's outputs depend on the caption alone, so each distinct caption is encoded
+    once per run (exactly the same values as encoding it every step, at a fraction of the cost).
+    """
+
+    uses_images = False
+
+    def __init__(self, inner: CaptionSimilarityTeacher) -> None:
+        super().__init__()
+        self.inner = inner
+        self.name = inner.name
+        self.logit_scale = inner.logit_scale
+        self._device = inner.device
+        self._memo: dict[str, torch.Tensor] = {}
+
+    def to(self, device: str | torch.device) -> MemoCaptionTeacher:
+        self.inner.to(device)
+        self._device = torch.device(device)
+        self._memo = {k: v.to(device) for k, v in self._memo.items()}
+        return self
+
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.inner.encode_images(pixel_values)
+
+    def encode_texts(self, texts) -> torch.Tensor:
+        texts = [str(t) for t in texts]
+        new = list(dict.fromkeys(t for t in texts if t not in self._memo))
+        if new:
+            for t, e in zip(new, self.inner.encode_texts(new)):
+                self._memo[t] = e.float()
+        return torch.stack([self._memo[t] for t in texts])
+
+    def teacher_embeddings(self, batch):
+        captions = batch.get("caption")
+        if captions is None:
+            raise DataError("the batch has no 'caption' field")
+        v = self.encode_texts([captions] if isinstance(captions, str) else captions)
+        return v, v, v
 
 
 def load_teacher_from_config(spec: str, trust_remote_code: bool = False) -> Teacher | None:
@@ -80,7 +122,10 @@ def load_teacher_from_config(spec: str, trust_remote_code: bool = False) -> Teac
     kwargs: dict[str, Any] = {}
     if Path(s).is_dir() and trust_remote_code:
         kwargs["trust_remote_code"] = True
-    return load_teacher(s, "cpu", **kwargs)
+    teacher = load_teacher(s, "cpu", **kwargs)
+    if isinstance(teacher, CaptionSimilarityTeacher):
+        teacher = MemoCaptionTeacher(teacher)
+    return teacher
 
 
 def _corpus_root(cfg: PretrainConfig, c: CorpusConfig, where: str) -> str:
@@ -163,6 +208,9 @@ def _val_metrics(results: list[dict[str, Any]]) -> dict[str, float]:
 def run_pretrain(cfg: PretrainConfig, *, resume: bool = False) -> dict[str, Any]:
     """Run one pre-training stage (see the module docstring); returns the summary (empty on ranks > 0)."""
     L.seed_everything(cfg.run.seed, workers=True)
+    threads = torch.get_num_threads()
+    if cfg.run.cpu_threads is not None:
+        torch.set_num_threads(cfg.run.cpu_threads)
     out = Path(cfg.run.output_dir)
     zero = _is_global_zero()
     say = _RunLog(out, enabled=zero)
@@ -170,6 +218,7 @@ def run_pretrain(cfg: PretrainConfig, *, resume: bool = False) -> dict[str, Any]
         return _run(cfg, out, resume, say)
     finally:
         say.close()
+        torch.set_num_threads(threads)
 
 
 def _run(cfg: PretrainConfig, out: Path, resume: bool, say: _RunLog) -> dict[str, Any]:
@@ -205,22 +254,29 @@ def _run(cfg: PretrainConfig, out: Path, resume: bool, say: _RunLog) -> dict[str
         filename="epoch{epoch:03d}-recall{val/recall_mean:.4f}" if has_val else "epoch{epoch:03d}",
         auto_insert_metric_name=False,
     )
+    last = out / "checkpoints" / "last.ckpt"
+    resuming = resume and last.is_file()
+    if resume and not resuming:
+        say(f"--resume: no {last} yet, starting from scratch")
+    # Lightning's CSV logger empties an existing metrics.csv: a resumed run logs to logs/resumeN/
+    csv_version = ""
+    if resuming:
+        n = 1
+        while (out / "logs" / f"resume{n}").exists():
+            n += 1
+        csv_version = f"resume{n}"
     trainer = L.Trainer(
         default_root_dir=out, max_epochs=cfg.run.max_epochs, max_steps=cfg.run.max_steps,
         accelerator=cfg.run.accelerator, devices=cfg.run.devices, strategy=cfg.run.strategy,
         precision=cfg.run.precision, accumulate_grad_batches=cfg.run.accumulate_grad_batches,
         gradient_clip_val=cfg.run.gradient_clip_val, callbacks=[ckpt],
-        logger=[CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="tensorboard", version="")],
+        logger=[CSVLogger(out, name="logs", version=csv_version),
+                TensorBoardLogger(out, name="tensorboard", version="")],
         log_every_n_steps=cfg.run.log_every_n_steps, enable_progress_bar=cfg.run.progress_bar,
         check_val_every_n_epoch=cfg.run.val_every_n_epochs if cfg.run.val_check_interval is None else None,
         val_check_interval=cfg.run.val_check_interval, num_sanity_val_steps=0,
         limit_val_batches=1.0 if has_val else 0, enable_model_summary=False,
     )
-    last = out / "checkpoints" / "last.ckpt"
-    resuming = resume and last.is_file()
-    if resume and not resuming:
-        say(f"--resume: no {last} yet, starting from scratch")
-
     initial: dict[str, float] = {}
     if has_val:
         initial_file = out / INITIAL
@@ -233,7 +289,9 @@ def _run(cfg: PretrainConfig, out: Path, resume: bool, say: _RunLog) -> dict[str
         say(f"retrieval before training: {_fmt(initial)}")
 
     fit_start = time.time()
-    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resuming else None)
+    with warnings.catch_warnings():  # frozen encoders are in eval mode on purpose (stage >= 1)
+        warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+        trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resuming else None)
     fit_seconds = time.time() - fit_start
     selected = ckpt.best_model_path or ckpt.last_model_path
     final: dict[str, float] = {}

@@ -19,6 +19,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 COLORS = ("#7f7f7f", "#ff7f0e", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b")
 GOOD, BAD = "#1a7f37", "#cf222e"
@@ -110,7 +111,10 @@ def plot_val_accuracy(run_dirs: Mapping[str, Path], path: Path) -> Path:
                 ax.plot([e + 1 for _, e, _ in pts], [100 * v for _, _, v in pts], style, lw=1.8,
                         label=key.split("/", 1)[1])
         ax.set_title(name)
+    last = max([e + 1 for m in metrics.values() for _, e, _ in m.get("val/overall", [])] or [1])
     for ax in flat[:n]:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(0.5, last + 0.5)
         ax.set_xlabel("epoch")
         ax.set_ylabel("validation accuracy (%)")
         ax.set_ylim(0, 100)
@@ -134,7 +138,7 @@ def plot_pretraining_curves(pretrain_dirs: Mapping[str, Path], path: Path) -> Pa
     fig, axes = plt.subplots(rows, cols, figsize=(6.4 * cols, 4.2 * rows), squeeze=False)
     for ax, (name, run) in zip(axes.flat, pretrain_dirs.items()):
         m = read_metrics_csv(Path(run) / "logs" / "metrics.csv")
-        losses = sorted(k for k in m if k.startswith("train/") and "loss" in k)
+        losses = sorted(k for k in m if k.startswith("train/") and not k.startswith("train/tau"))
         for i, key in enumerate(losses):
             pts = m[key]
             vals = [v for _, _, v in pts]
@@ -255,8 +259,9 @@ def plot_examples(data_dir: Path, test_records: Sequence[Any], predictions: Mapp
                     color=color, fontweight="bold" if i else "normal")
     for ax in list(axes.flat)[len(picked):]:
         ax.axis("off")
-    fig.suptitle("Test examples (green: right, red: wrong)", fontsize=14)
-    fig.tight_layout(h_pad=4.5)
+    fig.suptitle("Test examples (green: right, red: wrong)", fontsize=15, y=0.995)
+    fig.subplots_adjust(left=0.01, right=0.99, top=1 - 1.1 / (5.6 * rows), bottom=1.3 / (5.6 * rows),
+                        hspace=0.62, wspace=0.06)
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path

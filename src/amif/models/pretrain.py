@@ -215,14 +215,26 @@ class AMiFPretrainModel(nn.Module):
         return self
 
     # ------------------------------------------------------------------ features
+    def pool_image(self, tokens: Tensor) -> Tensor:
+        """The token the global image feature is projected from: CLS (paper) or the mean of all tokens."""
+        return tokens[:, 0] if self.losses_cfg.image_pooling == "cls" else tokens.mean(dim=1)
+
+    def pool_text(self, tokens: Tensor, mask: Tensor) -> Tensor:
+        """The token the global text feature is projected from: CLS (paper) or the mean of the real tokens."""
+        if self.losses_cfg.text_pooling == "cls":
+            return tokens[:, 0]
+        m = mask.to(tokens.dtype).unsqueeze(-1)
+        return (tokens * m).sum(dim=1) / m.sum(dim=1).clamp(min=1)
+
     def image_features(self, pixel_values: Tensor) -> Tensor:
-        """Global image features ``[B, H]``: L2-normalised projection of the image CLS token."""
-        return F.normalize(self.fusion.image_proj(self.image_encoder(pixel_values)[:, 0]).float(), dim=-1)
+        """Global image features ``[B, H]``: L2-normalised projection of the pooled (CLS) image token."""
+        tokens = self.image_encoder(pixel_values)
+        return F.normalize(self.fusion.image_proj(self.pool_image(tokens)).float(), dim=-1)
 
     def text_features(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """Global text features ``[B, H]``: L2-normalised projection of the text CLS token."""
+        """Global text features ``[B, H]``: L2-normalised projection of the pooled (CLS) text token."""
         tokens = self.text_encoder(input_ids, attention_mask)
-        return F.normalize(self.fusion.text_proj(tokens[:, 0]).float(), dim=-1)
+        return F.normalize(self.fusion.text_proj(self.pool_text(tokens, attention_mask)).float(), dim=-1)
 
     # ------------------------------------------------------------------ training
     def forward(
@@ -263,9 +275,9 @@ class AMiFPretrainModel(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and stage == 0):
             image_tokens = self.image_encoder(pixels)
             text_tokens = self.text_encoder(ids, mask)
-        a_both = F.normalize(self.fusion.image_proj(image_tokens[:, 0]), dim=-1)
+        a_both = F.normalize(self.fusion.image_proj(self.pool_image(image_tokens)), dim=-1)
         a1 = a_both[:b]
-        t = F.normalize(self.fusion.text_proj(text_tokens[:, 0]), dim=-1)
+        t = F.normalize(self.fusion.text_proj(self.pool_text(text_tokens, mask)), dim=-1)
         pos = positive_index(b, device=t.device)
 
         soft: dict[str, Any] = dict(lam=lc.lam, mode=lc.target_mode, label_smoothing=lc.label_smoothing)
@@ -352,7 +364,8 @@ class AMiFPretrainModel(nn.Module):
             getattr(self, name).clamp_()
 
     def temperatures(self) -> dict[str, float]:
-        return {name: float(getattr(self, name)()) for name in TEMPERATURES}
+        with torch.no_grad():
+            return {name: float(getattr(self, name)()) for name in TEMPERATURES}
 
     # ------------------------------------------------------------------ persistence
     def save(self, folder: str | Path, extra: Mapping[str, Any] | None = None) -> Path:
