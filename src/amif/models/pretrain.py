@@ -47,6 +47,7 @@ from amif.losses import (
 )
 from amif.models.coattention import CoAttentionFusion
 from amif.models.image_encoder import ImageEncoder
+from amif.models.pretrained import check_state_dict
 from amif.models.text_encoder import TextEncoder, load_tokenizer
 
 __all__ = [
@@ -434,20 +435,8 @@ class AMiFPretrainModel(nn.Module):
         if not file.is_file():
             raise CheckpointError(f"no {WEIGHTS} in {path}")
         state = load_file(str(file), device=str(map_location))
-        own = self.state_dict()
-        bad = [f"{k}: expected {tuple(own[k].shape)}, got {tuple(v.shape)}" for k, v in state.items()
-               if k in own and own[k].shape != v.shape]
-        unexpected = [k for k in state if k not in own]
-        missing = [k for k in own if k not in state] if strict else []
-        problems = []
-        if bad:
-            problems.append("wrong shapes: " + "; ".join(bad[:20]))
-        if unexpected:
-            problems.append("unexpected tensors: " + ", ".join(unexpected[:20]))
-        if missing:
-            problems.append("missing tensors: " + ", ".join(missing[:20]))
-        if problems:
-            raise CheckpointError(f"weights in {file} do not fit the pre-training model: " + " | ".join(problems))
+        check_state_dict(self, state, strict=True, allow_missing=not strict,
+                         context=f"weights in {file} (pre-training model)")
         self.load_state_dict(state, strict=False)
         self.clamp_temperatures()
         return sorted(state)

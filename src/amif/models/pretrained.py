@@ -59,12 +59,14 @@ def _shape(t: Tensor | torch.Size | tuple) -> tuple[int, ...]:
 
 
 def check_state_dict(
-    model: nn.Module, state_dict: Mapping[str, Tensor], *, strict: bool = True, context: str
+    model: nn.Module, state_dict: Mapping[str, Tensor], *, strict: bool = True, context: str,
+    allow_missing: bool = False,
 ) -> None:
     """Raise ``CheckpointError`` unless ``state_dict`` fits ``model``.
 
     Every tensor whose shape differs is listed with the expected and the found shape. With ``strict``,
-    missing and unexpected keys are listed too. ``context`` (the folder or file the weights came from)
+    missing and unexpected keys are listed too (``allow_missing`` keeps the check on unexpected keys
+    but lets the file hold a subset of the model's tensors). ``context`` (the folder or file the weights came from)
     starts the message. The model may live on the meta device; only shapes are compared.
     """
     expected = model.state_dict()
@@ -73,7 +75,7 @@ def check_state_dict(
         for name, t in state_dict.items()
         if name in expected and _shape(expected[name]) != _shape(t)
     ]
-    missing = [name for name in expected if name not in state_dict] if strict else []
+    missing = [name for name in expected if name not in state_dict] if strict and not allow_missing else []
     unexpected = [name for name in state_dict if name not in expected] if strict else []
     if not (wrong or missing or unexpected):
         return

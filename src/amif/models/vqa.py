@@ -24,6 +24,7 @@ from amif.models.answer_decoder import AnswerDecoder
 from amif.models.coattention import CoAttentionFusion
 from amif.models.gated_cross_attention import GatedCrossAttention
 from amif.models.image_encoder import ImageEncoder
+from amif.models.pretrained import check_state_dict
 from amif.models.text_encoder import TextEncoder, load_tokenizer
 
 FORMAT = "amif-vqa"
@@ -243,19 +244,7 @@ class AMiFVQA(nn.Module):
 
 
 def _load_checked(model: nn.Module, state: dict[str, torch.Tensor], source: str, strict: bool) -> None:
-    """load_state_dict with a clear error naming every tensor that does not fit."""
-    own = model.state_dict()
-    bad = [f"{k}: expected {tuple(own[k].shape)}, got {tuple(v.shape)}" for k, v in state.items()
-           if k in own and own[k].shape != v.shape]
-    unexpected = [k for k in state if k not in own]
-    missing = [k for k in own if k not in state] if strict else []
-    problems = []
-    if bad:
-        problems.append("wrong shapes: " + "; ".join(bad))
-    if unexpected:
-        problems.append("unexpected tensors: " + ", ".join(unexpected[:20]))
-    if missing:
-        problems.append("missing tensors: " + ", ".join(missing[:20]))
-    if problems:
-        raise CheckpointError(f"weights in {source} do not fit the model: " + " | ".join(problems))
+    """load_state_dict with a clear error naming every tensor that does not fit (``strict=False``: the
+    file may hold a subset of the model's tensors, but nothing the model does not have)."""
+    check_state_dict(model, state, strict=True, allow_missing=not strict, context=f"weights in {source}")
     model.load_state_dict(state, strict=strict)
