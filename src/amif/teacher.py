@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from amif.data.captions import DEFAULT_MAX_WORDS, clean_caption
+from amif.data.transforms import CLIP_MEAN, CLIP_STD
 from amif.errors import AmifError, CheckpointError, ConfigError, DataError
 
 __all__ = [
@@ -56,8 +57,6 @@ __all__ = [
     "load_teacher",
 ]
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 DEFAULT_TEXT_TOKENS = 120
 CACHE_FORMAT = "amif-teacher-cache/1"
 
