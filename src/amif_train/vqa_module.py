@@ -14,6 +14,21 @@ from amif.models.vqa import AMiFVQA
 from amif_train.optim import adamw, param_groups, warmup_cosine
 
 
+def pretrained_prefixes(model: AMiFVQA, run: RunConfig) -> tuple[str, ...]:
+    """Modules that start from pretrained weights (they get ``run.lr``; the others ``run.lr_new_modules``).
+
+    The text encoder and the decoder copy pretrained text weights; the image encoder only when it was
+    loaded from a checkpoint or the run starts from a pre-training folder; the co-attention layers
+    only in the latter case.
+    """
+    prefixes = ["text_encoder.", "decoder."]
+    if model.cfg.image_encoder.pretrained or run.init_from:
+        prefixes.append("image_encoder.")
+    if run.init_from:
+        prefixes.append("fusion.")
+    return tuple(prefixes)
+
+
 class VQAModule(L.LightningModule):
     def __init__(self, model: AMiFVQA, run: RunConfig, question_types: Sequence[str] = ()):
         super().__init__()
@@ -53,7 +68,7 @@ class VQAModule(L.LightningModule):
     def configure_optimizers(self):
         groups = param_groups(
             self.model, self.run.lr, self.run.weight_decay, self.run.lr_new_modules,
-            pretrained_prefixes=("image_encoder.", "text_encoder.", "decoder."),
+            pretrained_prefixes=pretrained_prefixes(self.model, self.run),
         )
         opt = adamw(groups, self.run.lr, self.run.betas)
         sched = warmup_cosine(opt, self.trainer.estimated_stepping_batches, self.run.warmup_fraction, self.run.min_lr)
