@@ -26,7 +26,15 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
             options[key] = value
     summary = prepare_dataset(args.name, Path(args.src), Path(args.out), **options)
     print(format_summary(summary))
-    return 0
+    from amif.data.check import check_dataset
+    from amif.data.prepare import canonical_name
+
+    # Every prepared dataset is checked at once. VQA-RAD's official split asks test questions about
+    # training images, so shared images are warnings there (shared image-question pairs stay leaks).
+    shared_ok = canonical_name(args.name) == "vqa-rad"
+    report = check_dataset(args.out, allow_shared_images=shared_ok)
+    print("\n" + report.to_text())
+    return 1 if (report.leaks or not report.ok) else 0
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
