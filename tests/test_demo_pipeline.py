@@ -73,7 +73,7 @@ def test_table_columns_rows_and_gain():
 
 def test_demo_pipeline_end_to_end(tmp_path, capsys):
     pretrain = demo.pretraining_available()
-    fast = ["run.max_epochs=1", "run.batch_size=8", "run.eval_batch_size=32", "run.log_every_n_steps=1",
+    fast = ["run.max_epochs=1", "run.batch_size=16", "run.eval_batch_size=32", "run.log_every_n_steps=1",
             "model.decoder.rank_k=4"]
     out = tmp_path / "demo"
     doc = demo.run_demo(
@@ -110,6 +110,10 @@ def test_demo_pipeline_end_to_end(tmp_path, capsys):
     assert saved["metrics"]["scratch"]["n_lesion"] == n == sum(r.question_type in demo.LESION_TYPES for r in test)
     assert saved["metrics"]["scratch"]["lesion"] == pytest.approx(acc)
     assert set(saved["seconds"]) >= {"data", "question_only", "scratch", "report", "total"}
+
+    # only the model folders of the runs stay (the Lightning checkpoints are hundreds of MB each)
+    assert (out / "runs" / "scratch" / "model").is_dir()
+    assert not (out / "runs" / "scratch" / "checkpoints").exists()
 
     # a second run with the same seed and scale reuses the data
     assert demo.ensure_data(out / "data", seed=0, scale=0.03, say=lambda s: None)["reused"] is True

@@ -212,11 +212,13 @@ def _fresh(folder: Path) -> Path:
 
 def run_pretraining(runs: Path, data_dir: Path, model_cfg: Any, overrides: Sequence[str] = (),
                     configs: Sequence[Path] = PRETRAIN_CONFIGS,
-                    before: Callable[[Path], None] | None = None) -> list[dict[str, Any]]:
+                    before: Callable[[Path], None] | None = None,
+                    keep_checkpoints: bool = False) -> list[dict[str, Any]]:
     """Run the pre-training stages in order into ``runs/<config stem>``, each from the previous model.
 
     The model section is replaced by the fine-tuning model's, so the weights always fit it. ``before``
-    is called with each config path before its stage starts (progress messages).
+    is called with each config path before its stage starts (progress messages). The Lightning
+    checkpoints are deleted after each stage (the ``model`` folder stays) unless ``keep_checkpoints``.
     """
     from amif.config import load_config
     from amif.config_pretrain import PretrainConfig
@@ -233,11 +235,18 @@ def run_pretraining(runs: Path, data_dir: Path, model_cfg: Any, overrides: Seque
         cfg.model = model_cfg
         t0 = time.time()
         summary = run_pretrain(cfg)
+        if not keep_checkpoints:
+            _drop_checkpoints(Path(cfg.run.output_dir))
         summary["name"] = path.stem
         summary["seconds"] = round(time.time() - t0, 1)
         summaries.append(summary)
         print(f"{path.stem}: {summary['seconds']} s", flush=True)
     return summaries
+
+
+def _drop_checkpoints(run_dir: Path) -> None:
+    """Delete a finished run's Lightning checkpoints (hundreds of MB each); ``model/`` holds the weights."""
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
 
 
 def finetune_config(config: Path, data_dir: Path, out_dir: Path, overrides: Sequence[str]) -> Any:
@@ -261,12 +270,15 @@ def run_demo(
     pretrain_configs: Sequence[Path] = PRETRAIN_CONFIGS,
     progress: bool = True,
     plots: bool = True,
+    keep_checkpoints: bool = False,
 ) -> dict[str, Any]:
     """Run the demo into ``out`` and return what ``DIR/report/results.json`` holds.
 
     ``pretrain``: None runs the pre-training stages when the pre-training application is installed;
     ``overrides`` / ``pretrain_overrides`` are ``key=value`` config overrides of the fine-tuning runs
-    and the pre-training stages. ``quick`` uses less data and one epoch per training run.
+    and the pre-training stages. ``quick`` uses less data and one epoch per training run. The runs'
+    Lightning checkpoints are deleted once a run is done (its ``model`` folder stays) unless
+    ``keep_checkpoints``.
     """
     _quiet()
     from amif.data.records import load_split
@@ -311,7 +323,8 @@ def run_demo(
     if pretrain:
         po = list(pretrain_overrides) + ([] if progress else ["run.progress_bar=false"])
         pretrain_summaries = run_pretraining(runs, data_dir, base_cfg.model, po, pretrain_configs,
-                                             before=lambda p: step(f"pre-training {p.stem}"))
+                                             before=lambda p: step(f"pre-training {p.stem}"),
+                                             keep_checkpoints=keep_checkpoints)
         for s in pretrain_summaries:
             timings[s["name"]] = s["seconds"]
 
@@ -329,7 +342,11 @@ def run_demo(
         if not progress:
             cfg.run.progress_bar = False
         t0 = time.time()
+        if key == "pretrained":
+            print(f"encoders and fusion start from {pretrain_summaries[-1]['model_dir']}")
         summary = run_finetune(cfg)
+        if not keep_checkpoints:
+            _drop_checkpoints(run_dir)
         timings[key] = round(time.time() - t0, 1)
         doc = json.loads((run_dir / "results_test.json").read_text(encoding="utf-8"))
         rows_by_model[key] = doc["predictions"]
@@ -455,8 +472,8 @@ def _markdown(doc: dict[str, Any], table: str, results: Mapping[str, Any], repor
         f"- settings: scale {doc['settings']['scale']}, seed {doc['settings']['seed']}, quick {doc['settings']['quick']}, "
         f"fine-tuning config `{doc['settings']['config']}`"
         + (f" with `{' '.join(doc['settings']['overrides'])}`" if doc["settings"]["overrides"] else ""),
-        f"- data: {d.get('questions')} questions on {d.get('images')} images (train / val / test)"
-        + (" (reused)" if d.get("reused") else ""),
+        f"- data: {_split_counts(d.get('questions'))} train / val / test questions on "
+        f"{_split_counts(d.get('images'))} images" + (" (reused build)" if d.get("reused") else ""),
         "- wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in doc["seconds"].items()),
         "",
         "## Test accuracy (%)",
@@ -496,6 +513,11 @@ def _markdown(doc: dict[str, Any], table: str, results: Mapping[str, Any], repor
     return "\n".join(lines)
 
 
+def _split_counts(counts: Mapping[str, Any] | None) -> str:
+    counts = counts or {}
+    return " / ".join(str(counts.get(k, "?")) for k in ("train", "val", "test"))
+
+
 def _quiet() -> None:
     """Hide library chatter that says nothing about the demo (the CLI does the same for its commands)."""
     import logging
@@ -525,6 +547,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="less data and one epoch per training run (a smoke test)")
     p.add_argument("--no-pretrain", action="store_true", help="skip pre-training (and the pre-trained model)")
     p.add_argument("--config", default=str(FINETUNE_CONFIG), help="fine-tuning config of the three AMiF runs")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep the runs' Lightning checkpoints (by default only each run's model/ folder stays)")
     p.add_argument("--pretrain-option", action="append", default=[], metavar="KEY=VALUE",
                    help="override of both pre-training stages, e.g. run.max_epochs=2")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="fine-tuning overrides, e.g. run.max_epochs=3")
@@ -534,5 +558,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     run_demo(args.out, scale=args.scale, seed=args.seed, quick=args.quick,
              pretrain=False if args.no_pretrain else None, config=args.config, overrides=args.overrides,
-             pretrain_overrides=args.pretrain_option)
+             pretrain_overrides=args.pretrain_option, keep_checkpoints=args.keep_checkpoints)
     return 0

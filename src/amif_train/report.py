@@ -135,26 +135,33 @@ def plot_val_accuracy(run_dirs: Mapping[str, Path], path: Path) -> Path:
 def plot_pretraining_curves(pretrain_dirs: Mapping[str, Path], path: Path) -> Path:
     """One panel per pre-training stage: every logged training loss per step, retrieval recall on a twin axis."""
     rows, cols = _grid(len(pretrain_dirs), per_row=2)
-    fig, axes = plt.subplots(rows, cols, figsize=(6.4 * cols, 4.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.6 * cols, 5.0 * rows), squeeze=False)
     for ax, (name, run) in zip(axes.flat, pretrain_dirs.items()):
         m = read_metrics_csv(Path(run) / "logs" / "metrics.csv")
         losses = sorted(k for k in m if k.startswith("train/") and not k.startswith("train/tau"))
-        for i, key in enumerate(losses):
+        for i, key in enumerate(k for k in losses if k != "train/loss"):
             pts = m[key]
-            vals = [v for _, _, v in pts]
-            ax.plot([s for s, _, _ in pts], _smooth(vals, 3), lw=1.8, color=COLORS[i % 6], label=key[len("train/"):])
+            ax.plot([s for s, _, _ in pts], _smooth([v for _, _, v in pts], 3), lw=1.6, color=COLORS[(i + 1) % 6],
+                    label=key[len("train/"):])
+        if "train/loss" in m:
+            pts = m["train/loss"]
+            ax.plot([s for s, _, _ in pts], _smooth([v for _, _, v in pts], 3), lw=2.4, color="black",
+                    label="total loss")
         ax.set_title(name)
         ax.set_xlabel("optimizer step")
-        ax.set_ylabel("loss")
+        ax.set_ylabel("loss (smoothed)")
         ax.grid(alpha=0.3)
+        handles, labels = ax.get_legend_handles_labels()
         rec = m.get("val/recall_mean", [])
         if rec:
             ax2 = ax.twinx()
-            ax2.plot([s for s, _, _ in rec], [100 * v for _, _, v in rec], "k:o", lw=1.5, label="val recall mean")
-            ax2.set_ylabel("validation retrieval recall mean (%)")
-            ax2.legend(loc="upper center", fontsize=8)
-        if losses:
-            ax.legend(fontsize=8, loc="upper right")
+            ax2.plot([s for s, _, _ in rec], [100 * v for _, _, v in rec], ":o", color="#d62728", lw=1.5,
+                     label="validation retrieval recall (right axis)")
+            ax2.set_ylabel("retrieval recall mean (%)", color="#d62728")
+            h2, l2 = ax2.get_legend_handles_labels()
+            handles, labels = handles + h2, labels + l2
+        if handles:
+            ax.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=4)
         else:
             ax.text(0.5, 0.5, "no logged losses", ha="center", va="center", transform=ax.transAxes)
     for ax in list(axes.flat)[len(pretrain_dirs):]:
