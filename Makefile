@@ -18,11 +18,11 @@ demo: setup
 	$(VENV)/bin/amif demo --out runs/demo
 
 test: setup
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/pytest -q
 
 lint: setup
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check src tests benchmarks
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

@@ -278,6 +278,23 @@ def test_lesion_answers_are_balanced(demo):
             assert closed["yes"] == closed["no"]
 
 
+def test_no_wording_carries_an_answer_prior(demo):
+    """Every balanced question text has each of its answers equally often within a split: e.g. "Is this
+    image normal?" is not mostly "no", "Is this an MRI scan?" not mostly "yes"."""
+    _, _, vqa, _ = demo
+    checked = 0
+    for s in SPLITS:
+        by_text: dict[str, Counter] = defaultdict(Counter)
+        for r in vqa[s]:
+            balanced = r.answer_type == "CLOSED" or r.question_type in ("count", "position", "size", "intensity")
+            if balanced:
+                by_text[r.question][r.answer] += 1
+        for q, answers in by_text.items():
+            assert len(answers) >= 2 and len(set(answers.values())) == 1, (s, q, answers)
+            checked += 1
+    assert checked > 20
+
+
 def question_only_accuracy(train, test) -> float:
     """Accuracy on the lesion questions of ``test`` of the most frequent training answer per question."""
     by_q, by_t = defaultdict(Counter), defaultdict(Counter)

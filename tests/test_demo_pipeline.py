@@ -80,7 +80,7 @@ def test_demo_pipeline_end_to_end(tmp_path, capsys):
         out, scale=0.03, seed=0, pretrain=pretrain, overrides=MICRO + fast,
         pretrain_overrides=["run.max_steps=2", "run.batch_size=8", "run.eval_batch_size=32",
                             "run.progress_bar=false", "data.augment.enabled=false"],
-        progress=False,
+        progress=False, with_scratch=True,
     )
     report = out / "report"
     for name in ("results.md", "results.json", "accuracy_by_group.png", "loss_curves.png", "val_accuracy.png",
@@ -89,7 +89,7 @@ def test_demo_pipeline_end_to_end(tmp_path, capsys):
     if pretrain:
         assert (report / "pretraining_curves.png").is_file()
 
-    expected = ["majority", "question_only", "scratch"] + (["pretrained"] if pretrain else [])
+    expected = ["majority", "question_only", "scratch"] + (["pretrained"] if pretrain else [])  # with_scratch
     saved = json.loads((report / "results.json").read_text(encoding="utf-8"))
     assert list(saved["metrics"]) == expected == list(doc["metrics"])
     header = saved["table_markdown"].splitlines()[0]

@@ -32,6 +32,11 @@ class ImageEncoderConfig:
     num_heads: int = 12
     intermediate_size: int = 3072
     hidden_act: str = "quick_gelu"
+    # "patch": CLIP's patchify convolution (the paper). "conv": a convolutional stem (3x3 conv +
+    # BatchNorm + ReLU + 2x2 max-pool blocks down to patch_size, then a 1x1 conv) for
+    # encoders trained from scratch: a randomly initialised ViT with the patch stem does not learn the
+    # demo's lesions from a few thousand images (docs/demo.md). Random initialisation only.
+    stem: str = "patch"
 
 
 @dataclasses.dataclass
@@ -42,6 +47,9 @@ class TextEncoderConfig:
     pretrained: bool = True  # False: same architecture from the folder's config, random weights
     num_layers: int | None = None  # keep only the first N layers (None: all)
     max_length: int = 30
+    # keep the word-embedding matrices (question encoder and the decoder's tied copy) fixed: for small
+    # data, and ~25 % less time per step with a 30k-word vocabulary on CPU (docs/demo.md)
+    freeze_word_embeddings: bool = False
 
 
 @dataclasses.dataclass
@@ -77,6 +85,14 @@ class DecoderConfig:
     max_answer_length: int = 30
     rank_k: int = 32  # candidates kept by first-token probability before full re-scoring
     dropout: float = 0.1
+    # initialisation of the new cross-attention layers: "xavier" (default; Glorot-uniform projections)
+    # or "bert" (N(0, 0.02), as the published code); see docs/architecture.md
+    cross_attention_init: str = "xavier"
+    # "full": the LM head scores the whole word-piece vocabulary (the paper). "answers": only the
+    # tokens of the candidate answers (training and ranking; ~10x faster ranking on CPU, and the
+    # softmax need not first learn to push 30k never-used tokens down); answers outside the
+    # candidate list cannot be generated then
+    output_vocabulary: str = "full"
 
 
 @dataclasses.dataclass
@@ -308,6 +324,20 @@ def validate(cfg: Any) -> None:
             raise ConfigError(f"config.data.protocol must be 'clean' or 'paper', got {cfg.data.protocol!r}")
         if cfg.model.gca.prior_mode not in ("vocab", "sentence"):
             raise ConfigError(f"config.model.gca.prior_mode must be 'vocab' or 'sentence', got {cfg.model.gca.prior_mode!r}")
+        ie = cfg.model.image_encoder
+        if ie.stem not in ("patch", "conv"):
+            raise ConfigError(f"config.model.image_encoder.stem must be 'patch' or 'conv', got {ie.stem!r}")
+        if ie.stem == "conv" and ie.pretrained:
+            raise ConfigError("config.model.image_encoder.stem 'conv' has no pretrained weights: "
+                              "use it with image_encoder.pretrained: null")
+        if ie.stem == "conv" and (ie.patch_size < 2 or ie.patch_size & (ie.patch_size - 1)):
+            raise ConfigError(f"config.model.image_encoder.stem 'conv' needs a power-of-two patch_size, got {ie.patch_size}")
+        if cfg.model.decoder.output_vocabulary not in ("full", "answers"):
+            raise ConfigError("config.model.decoder.output_vocabulary must be 'full' or 'answers', "
+                              f"got {cfg.model.decoder.output_vocabulary!r}")
+        if cfg.model.decoder.cross_attention_init not in ("xavier", "bert"):
+            raise ConfigError("config.model.decoder.cross_attention_init must be 'xavier' or 'bert', "
+                              f"got {cfg.model.decoder.cross_attention_init!r}")
         if cfg.model.fusion.hidden_size % cfg.model.fusion.num_heads:
             raise ConfigError("config.model.fusion.hidden_size must be divisible by num_heads")
         if cfg.model.fusion.hidden_size % cfg.model.gca.num_heads:

@@ -1,9 +1,9 @@
 """``amif demo``: the whole method on the embedded demo dataset in one command.
 
 Steps (each timed): build the demo dataset (or reuse it), pre-train stage 0 and stage 1 (when the
-pre-training application is installed), fine-tune and evaluate the tiny model three times - question
-only (images blanked), from scratch, and from the pre-trained weights - then compare them with the
-majority-answer baseline on the test split and write a report (``DIR/report``: ``results.md``,
+pre-training application is installed), fine-tune and evaluate the tiny model - question only
+(images blanked) and from the pre-trained weights (from scratch as well with ``--with-scratch``, or
+instead without pre-training) - then compare them with the majority-answer baseline on the test split and write a report (``DIR/report``: ``results.md``,
 ``results.json`` and pictures).
 
 Only standard-library modules are imported at module level, so building the ``amif`` parser stays fast.
@@ -38,12 +38,14 @@ MODELS = {
     "scratch": "AMiF from scratch",
     "pretrained": "AMiF pre-trained",
 }
-# Fine-tuning runs: key -> extra overrides.
+# Fine-tuning runs: key -> extra overrides. The default demo runs question_only and pretrained
+# (scratch instead of pretrained without pre-training; both with with_scratch=True).
 FINETUNE_RUNS = {
     "question_only": ["data.blank_images=true"],
     "scratch": [],
     "pretrained": [],  # + run.init_from=<stage 1 model>
 }
+DEFAULT_SCALE = 2.0  # ~1,200 training images: the lesions need more images than the anatomy (docs/demo.md)
 QUICK_SCALE = 0.3
 QUICK_FINETUNE = ["run.max_epochs=1"]
 QUICK_PRETRAIN = ["run.max_epochs=1"]
@@ -271,6 +273,7 @@ def run_demo(
     progress: bool = True,
     plots: bool = True,
     keep_checkpoints: bool = False,
+    with_scratch: bool = False,
 ) -> dict[str, Any]:
     """Run the demo into ``out`` and return what ``DIR/report/results.json`` holds.
 
@@ -278,7 +281,8 @@ def run_demo(
     ``overrides`` / ``pretrain_overrides`` are ``key=value`` config overrides of the fine-tuning runs
     and the pre-training stages. ``quick`` uses less data and one epoch per training run. The runs'
     Lightning checkpoints are deleted once a run is done (its ``model`` folder stays) unless
-    ``keep_checkpoints``.
+    ``keep_checkpoints``. AMiF is fine-tuned from the pre-training; ``with_scratch`` adds a run from
+    scratch (the only AMiF run when there is no pre-training).
     """
     _quiet()
     from amif.data.records import load_split
@@ -287,7 +291,7 @@ def run_demo(
     t_start = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    scale = float(scale if scale is not None else (QUICK_SCALE if quick else 1.0))
+    scale = float(scale if scale is not None else (QUICK_SCALE if quick else DEFAULT_SCALE))
     overrides = (QUICK_FINETUNE if quick else []) + list(overrides)
     pretrain_overrides = (QUICK_PRETRAIN if quick else []) + list(pretrain_overrides)
     if pretrain is None:
@@ -295,7 +299,8 @@ def run_demo(
         if not pretrain:
             print("note: the pre-training application (amif_train.pretrain) is not installed: "
                   "skipping pre-training and the 'AMiF pre-trained' model")
-    n_steps = 2 + (len(pretrain_configs) if pretrain else 0) + len(FINETUNE_RUNS) - (0 if pretrain else 1)
+    run_keys = ["question_only"] + (["scratch"] if with_scratch or not pretrain else []) + (["pretrained"] if pretrain else [])
+    n_steps = 2 + (len(pretrain_configs) if pretrain else 0) + len(run_keys)
     step_no = 0
     timings: dict[str, float] = {}
 
@@ -331,10 +336,9 @@ def run_demo(
     # 3. fine-tuning runs
     results: dict[str, dict[str, Any]] = {}
     rows_by_model: dict[str, list[dict]] = {}
-    for key, extra in FINETUNE_RUNS.items():
+    for key in run_keys:
+        extra = FINETUNE_RUNS[key]
         if key == "pretrained":
-            if not pretrain_summaries:
-                continue
             extra = [*extra, f"run.init_from={pretrain_summaries[-1]['model_dir']}"]
         step(f"fine-tune and test: {MODELS[key]}")
         run_dir = _fresh(runs / key)
@@ -542,11 +546,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="output folder (DIR)")
     p.add_argument("--scale", type=float, default=None,
-                   help=f"multiply the number of demo images (default 1, or {QUICK_SCALE} with --quick)")
+                   help=f"multiply the number of demo images (default {DEFAULT_SCALE:g}, or {QUICK_SCALE} with --quick)")
     p.add_argument("--seed", type=int, default=0, help="demo dataset seed")
     p.add_argument("--quick", action="store_true", help="less data and one epoch per training run (a smoke test)")
     p.add_argument("--no-pretrain", action="store_true", help="skip pre-training (and the pre-trained model)")
     p.add_argument("--config", default=str(FINETUNE_CONFIG), help="fine-tuning config of the three AMiF runs")
+    p.add_argument("--with-scratch", action="store_true",
+                   help="also fine-tune AMiF from scratch (without the pre-training) for comparison")
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep the runs' Lightning checkpoints (by default only each run's model/ folder stays)")
     p.add_argument("--pretrain-option", action="append", default=[], metavar="KEY=VALUE",
@@ -558,5 +564,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     run_demo(args.out, scale=args.scale, seed=args.seed, quick=args.quick,
              pretrain=False if args.no_pretrain else None, config=args.config, overrides=args.overrides,
-             pretrain_overrides=args.pretrain_option, keep_checkpoints=args.keep_checkpoints)
+             pretrain_overrides=args.pretrain_option, keep_checkpoints=args.keep_checkpoints,
+             with_scratch=args.with_scratch)
     return 0

@@ -8,6 +8,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from amif.answers import normalize_answer
 from amif.config import RunConfig
 from amif.metrics import VQAAccuracy
 from amif.models.vqa import AMiFVQA
@@ -38,7 +39,9 @@ class VQAModule(L.LightningModule):
 
     def _tokenize(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         q, qm = self.model.tokenize_questions(batch["question"])
-        a, am = self.model.tokenize_answers(batch["answer"])
+        # the target is the normalised answer: the form the candidate list holds and ranking scores
+        # (e.g. "X-ray" is ranked as "xray")
+        a, am = self.model.tokenize_answers([normalize_answer(x) for x in batch["answer"]])
         return {
             "question_ids": q.to(self.device), "question_mask": qm.to(self.device),
             "answer_ids": a.to(self.device), "answer_mask": am.to(self.device),

@@ -2,7 +2,8 @@
 
 The decoder is a separate copy of a BERT-family model: post-LN layers with causal self-attention,
 and, from layer ``cross_attention_from`` on, cross-attention to the GCA output (new, randomly
-initialised weights, as in the paper). The LM head's output matrix is tied to the word embeddings.
+initialised weights, as in the paper; Glorot-uniform by default instead of the published code's
+N(0, 0.02), see ``cross_attention_init``). The LM head's output matrix is tied to the word embeddings.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from amif.models.attention import FeedForward, MultiHeadAttention, init_weights
+from amif.models.attention import FeedForward, MultiHeadAttention, init_weights, xavier_init_attention
 
 
 class DecoderLayer(nn.Module):
@@ -49,8 +50,11 @@ class AnswerDecoder(nn.Module):
         max_positions: int = 512,
         dropout: float = 0.1,
         layer_norm_eps: float = 1e-12,
+        cross_attention_init: str = "xavier",
     ):
         super().__init__()
+        if cross_attention_init not in ("xavier", "bert"):
+            raise ValueError(f"cross_attention_init must be 'xavier' or 'bert', got {cross_attention_init!r}")
         if not 0 <= cross_attention_from < num_layers:
             raise ValueError(f"cross_attention_from={cross_attention_from} must lie in [0, {num_layers})")
         self.word_embeddings = nn.Embedding(vocab_size, hidden_size)
@@ -69,6 +73,34 @@ class AnswerDecoder(nn.Module):
         self.head_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
         self.head_bias = nn.Parameter(torch.zeros(vocab_size))
         init_weights(self)
+        # restricted output vocabulary (None: all tokens); see restrict_output
+        self.register_buffer("output_ids", None, persistent=False)
+        self.register_buffer("output_lut", None, persistent=False)
+        if cross_attention_init == "xavier":
+            for layer in self.layers:
+                if layer.cross_attn is not None:
+                    xavier_init_attention(layer.cross_attn)
+
+    def restrict_output(self, token_ids: torch.Tensor | None) -> None:
+        """Score only ``token_ids`` (e.g. the tokens of the candidate answers): logits and softmax run
+        over that set instead of the whole vocabulary. ``None`` restores the full vocabulary."""
+        if token_ids is None:
+            self.output_ids = self.output_lut = None
+            return
+        ids = torch.unique(token_ids.flatten().to(self.head_bias.device))
+        lut = torch.full((self.head_bias.shape[0],), -1, dtype=torch.long, device=ids.device)
+        lut[ids] = torch.arange(len(ids), device=ids.device)
+        self.output_ids, self.output_lut = ids, lut
+
+    def output_positions(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Indices of ``token_ids`` in the last dimension of :meth:`forward`'s logits."""
+        if self.output_lut is None:
+            return token_ids
+        pos = self.output_lut[token_ids]
+        if (pos < 0).any():
+            bad = sorted(set(token_ids[pos < 0].tolist()))[:5]
+            raise ValueError(f"token ids {bad} are outside the decoder's restricted output vocabulary")
+        return pos
 
     def forward(
         self,
@@ -77,14 +109,17 @@ class AnswerDecoder(nn.Module):
         context: torch.Tensor,
         context_mask: torch.Tensor | None,
     ) -> torch.Tensor:
-        """Next-token logits [B, T, V] for ``input_ids`` [B, T] (right-padded, mask True = real)."""
+        """Next-token logits [B, T, V] for ``input_ids`` [B, T] (right-padded, mask True = real); V is the
+        restricted output vocabulary when one is set."""
         pos = torch.arange(input_ids.shape[1], device=input_ids.device)
         x = self.word_embeddings(input_ids) + self.position_embeddings(pos)[None] + self.type_embedding
         x = self.emb_dropout(self.emb_norm(x))
         for layer in self.layers:
             x = layer(x, attention_mask, context, context_mask)
         h = self.head_norm(F.gelu(self.head_transform(x)))
-        return h @ self.word_embeddings.weight.T + self.head_bias
+        if self.output_ids is None:
+            return h @ self.word_embeddings.weight.T + self.head_bias
+        return h @ self.word_embeddings.weight[self.output_ids].T + self.head_bias[self.output_ids]
 
     def sequence_log_likelihood(
         self,
@@ -95,8 +130,11 @@ class AnswerDecoder(nn.Module):
     ) -> torch.Tensor:
         """Summed log-probability [B] of tokens ``ids[:, 1:]`` given the start token ``ids[:, 0]``."""
         logits = self(ids[:, :-1], mask[:, :-1], context, context_mask)
-        logp = logits.log_softmax(-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
-        return (logp * mask[:, 1:].to(logp.dtype)).sum(-1)
+        target = mask[:, 1:].bool()
+        pos = torch.zeros_like(ids[:, 1:])
+        pos[target] = self.output_positions(ids[:, 1:][target])  # padding positions are not scored
+        logp = logits.log_softmax(-1).gather(-1, pos[..., None]).squeeze(-1)
+        return (logp * target.to(logp.dtype)).sum(-1)
 
     def load_bert_weights(self, bert_state: dict[str, torch.Tensor]) -> list[str]:
         """Copy a transformers ``BertModel`` state dict into this decoder; returns the names loaded.

@@ -93,3 +93,16 @@ def init_weights(module: nn.Module, std: float = 0.02) -> None:
         elif isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def xavier_init_attention(attn: MultiHeadAttention) -> None:
+    """Glorot-uniform query/key/value/output projections (zero biases) for a new attention layer.
+
+    With BERT's N(0, 0.02) the value and output projections start so small that a new
+    cross-attention layer's read-out, and the gradient of each projection (proportional to the other),
+    nearly vanish: a small decoder then ignores its context for hundreds of steps (docs/architecture.md).
+    """
+    for lin in (attn.query, attn.key, attn.value, attn.out):
+        nn.init.xavier_uniform_(lin.weight)
+        if lin.bias is not None:
+            nn.init.zeros_(lin.bias)

@@ -29,6 +29,34 @@ def vision_config(cfg: ImageEncoderConfig) -> CLIPVisionConfig:
     return config
 
 
+class ConvStem(nn.Module):
+    """Convolutional stem replacing CLIP's patchify convolution: log2(patch) blocks of 3x3 conv +
+    BatchNorm + ReLU + 2x2 max-pooling (channels doubling up to ``width``), then a 1x1 conv to
+    ``width``. Same output grid as the patch stem; the convolutions give a ViT trained from scratch
+    the locality prior it lacks (cf. Xiao et al., "Early convolutions help transformers see better",
+    2021). On the demo's lesion-count task it learns where the patch stem does not (docs/demo.md)."""
+
+    def __init__(self, width: int, patch_size: int, in_channels: int = 3):
+        super().__init__()
+        n = patch_size.bit_length() - 1
+        if patch_size < 2 or 2**n != patch_size:
+            raise ValueError(f"the conv stem needs a power-of-two patch_size, got {patch_size}")
+        chans = [in_channels] + [max(8, width >> (n - i)) for i in range(1, n + 1)]
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip(chans[:-1], chans[1:]):
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
+                       nn.MaxPool2d(2)]
+        self.blocks = nn.Sequential(*layers)
+        self.proj = nn.Conv2d(chans[-1], width, 1)
+
+    @property
+    def weight(self) -> torch.Tensor:  # CLIPVisionEmbeddings reads patch_embedding.weight.dtype
+        return self.proj.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.blocks(x))
+
+
 class ImageEncoder(nn.Module):
     """Image -> token features [B, 1 + num_patches, width] (CLS first)."""
 
@@ -53,6 +81,14 @@ class ImageEncoder(nn.Module):
             self.model = CLIPVisionModel(vision_config(cfg))
         self.width = self.model.config.hidden_size
         self.image_size = self.model.config.image_size
+        if cfg.stem == "conv":
+            if cfg.pretrained and config is None and load_pretrained:
+                raise ValueError("image_encoder.stem 'conv' has no pretrained weights (set pretrained: null)")
+            tower = getattr(self.model, "vision_model", self.model)
+            tower.embeddings.patch_embedding = ConvStem(self.width, self.model.config.patch_size,
+                                                        self.model.config.num_channels)
+        elif cfg.stem != "patch":
+            raise ValueError(f"image_encoder.stem must be 'patch' or 'conv', got {cfg.stem!r}")
 
     @property
     def num_patches(self) -> int:

@@ -202,6 +202,8 @@ class AMiFPretrainModel(nn.Module):
         }
         for name, flag in trainable.items():
             self.get_submodule(name).requires_grad_(flag)
+        if self.cfg.text_encoder.freeze_word_embeddings:
+            self.text_encoder.word_embeddings.weight.requires_grad_(False)
         self.train(self.training)
 
     @property

@@ -81,9 +81,13 @@ class AMiFVQA(nn.Module):
             max_positions=getattr(tconf, "max_position_embeddings", 512),
             dropout=cfg.decoder.dropout,
             layer_norm_eps=getattr(tconf, "layer_norm_eps", 1e-12),
+            cross_attention_init=cfg.decoder.cross_attention_init,
         )
         if cfg.decoder.init_from_text_encoder and load_pretrained and cfg.text_encoder.pretrained:
             self.decoder.load_bert_weights(self.text_encoder.model.state_dict())
+        if cfg.text_encoder.freeze_word_embeddings:
+            self.text_encoder.word_embeddings.weight.requires_grad_(False)
+            self.decoder.word_embeddings.weight.requires_grad_(False)
         self.set_answer_candidates(answer_candidates)
         self.set_vocabulary(vocabulary)
         self.meta: dict = {}  # free-form facts saved with the model (protocol, dataset, ...)
@@ -98,6 +102,15 @@ class AMiFVQA(nn.Module):
         ids, mask = self.tokenize_answers(self.answer_candidates)
         self.register_buffer("candidate_ids", ids, persistent=False)
         self.register_buffer("candidate_mask", mask, persistent=False)
+        self._restrict_output()
+
+    def _restrict_output(self) -> None:
+        """``decoder.output_vocabulary: answers``: the decoder scores the tokens of the candidates and
+        of the vocabulary words (training answers are among them under both protocols) only."""
+        if self.cfg.decoder.output_vocabulary != "answers" or not hasattr(self, "prior_ids"):
+            return
+        cand = self.candidate_ids[:, 1:][self.candidate_mask[:, 1:].bool()]
+        self.decoder.restrict_output(torch.cat([cand, self.prior_ids[self.prior_mask]]))
 
     def set_vocabulary(self, vocabulary: Sequence[str]) -> None:
         """Set the answer-vocabulary prior read by the GCA: one sequence ``[CLS] w1 w2 ... [SEP]``."""
@@ -105,6 +118,7 @@ class AMiFVQA(nn.Module):
         enc = self.tokenizer([" ".join(self.vocabulary)], return_tensors="pt", truncation=False)
         self.register_buffer("prior_ids", enc["input_ids"], persistent=False)
         self.register_buffer("prior_mask", enc["attention_mask"].bool(), persistent=False)
+        self._restrict_output()
 
     def tokenize_questions(self, questions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         enc = self.tokenizer(
@@ -168,7 +182,7 @@ class AMiFVQA(nn.Module):
         b = context.shape[0]
         start = self.candidate_ids[:1, :1].expand(b, 1)
         first = self.decoder(start, torch.ones_like(start, dtype=torch.bool), context, cmask)[:, 0]
-        first_logp = first.log_softmax(-1)[:, self.candidate_ids[:, 1]]  # [B, C]
+        first_logp = first.log_softmax(-1)[:, self.decoder.output_positions(self.candidate_ids[:, 1])]  # [B, C]
         top = first_logp.topk(k, dim=1).indices  # [B, k]
         ids, mask = self.candidate_ids[top].flatten(0, 1), self.candidate_mask[top].flatten(0, 1)
         ll = self.decoder.sequence_log_likelihood(

@@ -130,7 +130,9 @@ Answers seen per type and answer type (all splits):
 
 **Balance.** Within every split, every closed question group and every open lesion-question group
 (presence, count, position per axis, size, intensity per term pair) keeps the same number of questions
-for each answer (questions of the more frequent answers are dropped at random). A model that reads only
+for each answer, and so does every single question wording within those groups (questions of the more
+frequent answers are dropped at random; a wording lacking one of its group's answers is dropped), so no
+wording carries an answer prior. A model that reads only
 the question is close to chance on the lesion questions (on the default build, the most frequent
 training answer per question text scores about 0.5 on the test lesion questions, the chance level of
 this mix of yes/no, 2-, 3- and 4-way questions). The open modality-specific intensity terms of

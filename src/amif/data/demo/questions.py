@@ -4,7 +4,8 @@ Question types: ``modality``, ``organ``, ``plane`` (recognition of the source an
 ``presence``, ``count``, ``position``, ``size``, ``intensity`` (about the synthetic lesions; these need
 the image). Each type has open and closed (yes / no) forms and several phrasings. After generation,
 :func:`balance` drops questions so that, within every split and answer group, each answer is equally
-frequent: a model that reads only the question cannot beat chance on the lesion types.
+frequent for every wording: a model that reads only the question cannot beat chance on the lesion
+types (nor on the closed recognition questions).
 """
 
 from __future__ import annotations
@@ -224,18 +225,24 @@ def lesion_questions(rng: np.random.Generator, t: Truth) -> list[Candidate]:
 def balance(items: list[tuple[str, Candidate]], rng: np.random.Generator) -> list[bool]:
     """Keep-flags that make every answer of a balancing group equally frequent.
 
-    ``items`` are (split, candidate) pairs; groups are (split, candidate.group). Candidates with an
-    empty group (open recognition questions) are all kept. Within a group each answer keeps as many
-    questions as the rarest answer has (chosen at random).
+    ``items`` are (split, candidate) pairs; groups are (split, candidate.group, question text), so
+    that no single wording carries an answer prior either (e.g. "Is this image normal?" is mostly
+    "no" when most images have lesions, "Is this an MRI scan?" mostly "yes" when most images are
+    MR). Candidates with an empty group (open recognition questions) are all kept. A wording keeps
+    as many questions per answer as its rarest answer has (chosen at random), and is dropped when it
+    lacks one of the answers its group has in that split, so the group's answers stay equally
+    frequent too.
     """
     keep = [True] * len(items)
-    groups: dict[tuple[str, str], dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    groups: dict[tuple[str, str, str], dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    answers: dict[tuple[str, str], set[str]] = defaultdict(set)
     for i, (split, c) in enumerate(items):
         if c.group:
-            groups[(split, c.group)][c.answer].append(i)
+            groups[(split, c.group, c.question)][c.answer].append(i)
+            answers[(split, c.group)].add(c.answer)
     for key in sorted(groups):
         by_answer = groups[key]
-        if len(by_answer) < 2:
+        if len(by_answer) < 2 or set(by_answer) != answers[key[:2]]:
             for idx in by_answer.values():
                 for i in idx:
                     keep[i] = False

@@ -1,0 +1,163 @@
+"""Options that make the small from-scratch model trainable: conv stem, cross-attention init, frozen
+word embeddings (docs/demo.md explains why each exists)."""
+
+import pytest
+import torch
+
+from amif.config import ConfigError, ImageEncoderConfig, load_config
+from amif.models.answer_decoder import AnswerDecoder
+from amif.models.image_encoder import ConvStem, ImageEncoder
+from amif.models.vqa import AMiFVQA
+from amif_train.optim import param_groups
+
+from helpers import MICRO, TINY_CONFIG
+
+CANDIDATES = ["yes", "no", "left", "right", "2"]
+
+
+def build(extra=()):
+    torch.manual_seed(0)
+    cfg = load_config(TINY_CONFIG, MICRO + list(extra)).model
+    return AMiFVQA(cfg, CANDIDATES, ["yes", "no", "left", "right"])
+
+
+def _inputs(model):
+    q, qm = model.tokenize_questions(["is there a lesion?", "which side is the lesion on?"])
+    torch.manual_seed(1)
+    return torch.randn(2, 3, 32, 32), q, qm
+
+
+@pytest.mark.parametrize("patch", [4, 8, 16])
+def test_conv_stem_gives_the_patch_grid(patch):
+    cfg = ImageEncoderConfig(pretrained=None, image_size=64, patch_size=patch, hidden_size=48, num_layers=1,
+                             num_heads=2, intermediate_size=96, stem="conv")
+    enc = ImageEncoder(cfg)
+    assert isinstance(enc.model.embeddings.patch_embedding, ConvStem)
+    out = enc(torch.randn(2, 3, 64, 64))
+    assert out.shape == (2, 1 + (64 // patch) ** 2, 48)
+    # a lesion-sized bright spot changes the output of the tokens that cover it, not of far-away tokens
+    # at the stem (locality), unlike a global-pooling stem
+    enc.eval()
+    stem = enc.model.embeddings.patch_embedding
+    x = torch.zeros(1, 3, 64, 64)
+    y = x.clone()
+    y[:, :, 2:5, 2:5] = 3.0
+    diff = (stem(y) - stem(x)).abs().sum(1)[0]
+    assert diff[0, 0] > 0 and diff[-1, -1] == 0
+
+
+def test_conv_stem_rejects_bad_settings():
+    with pytest.raises(ValueError, match="power-of-two"):
+        ConvStem(48, 12)
+    with pytest.raises(ConfigError, match="stem"):
+        load_config(TINY_CONFIG, ["model.image_encoder.stem=convolution"])
+    with pytest.raises(ConfigError, match="no pretrained weights"):
+        load_config(TINY_CONFIG, ["model.image_encoder.stem=conv", "model.image_encoder.pretrained=/some/clip"])
+    with pytest.raises(ConfigError, match="power-of-two"):
+        load_config(TINY_CONFIG, ["model.image_encoder.stem=conv", "model.image_encoder.patch_size=12"])
+
+
+def test_conv_stem_model_saves_and_loads(tmp_path):
+    model = build(["model.image_encoder.stem=conv"]).eval()
+    assert any(".patch_embedding.blocks." in k for k in model.state_dict())
+    px, q, qm = _inputs(model)
+    model.save_pretrained(tmp_path / "m")
+    loaded = AMiFVQA.from_pretrained(tmp_path / "m").eval()
+    r1, r2 = model.rank(px, q, qm), loaded.rank(px, q, qm)
+    assert torch.equal(r1.indices, r2.indices) and torch.allclose(r1.log_likelihood, r2.log_likelihood)
+
+
+def _cross_std(dec: AnswerDecoder) -> float:
+    return torch.cat([dec.layers[0].cross_attn.value.weight.flatten(), dec.layers[0].cross_attn.out.weight.flatten()]).std().item()
+
+
+def test_cross_attention_init_options():
+    torch.manual_seed(0)
+    kw = {"vocab_size": 50, "hidden_size": 64, "num_heads": 4, "intermediate_size": 128, "num_layers": 1,
+          "cross_attention_from": 0, "context_size": 32}
+    bert = AnswerDecoder(**kw, cross_attention_init="bert")
+    xavier = AnswerDecoder(**kw)
+    assert _cross_std(bert) == pytest.approx(0.02, rel=0.1)
+    # Glorot: std sqrt(2 / (fan_in + fan_out)) = sqrt(2 / 96) ~ 0.144 for the value projection
+    assert _cross_std(xavier) > 5 * _cross_std(bert)
+    # the self-attention (copied from BERT in the real model) keeps BERT's initialisation
+    assert xavier.layers[0].self_attn.value.weight.std().item() == pytest.approx(0.02, rel=0.1)
+    with pytest.raises(ValueError, match="cross_attention_init"):
+        AnswerDecoder(**kw, cross_attention_init="zeros")
+    with pytest.raises(ConfigError, match="cross_attention_init"):
+        load_config(TINY_CONFIG, ["model.decoder.cross_attention_init=normal"])
+
+
+def test_frozen_word_embeddings_stay_fixed_and_leave_the_optimiser():
+    model = build(["model.text_encoder.freeze_word_embeddings=true"])
+    enc_w = model.text_encoder.word_embeddings.weight
+    dec_w = model.decoder.word_embeddings.weight
+    assert not enc_w.requires_grad and not dec_w.requires_grad
+    in_groups = {id(p) for g in param_groups(model, 1e-3, 0.01) for p in g["params"]}
+    assert id(enc_w) not in in_groups and id(dec_w) not in in_groups
+    before = (enc_w.clone(), dec_w.clone(), model.decoder.head_bias.clone())
+    opt = torch.optim.AdamW(param_groups(model, 1e-2, 0.01), lr=1e-2)
+    px, q, qm = _inputs(model)
+    a, am = model.tokenize_answers(["yes", "left"])
+    model(px, q, qm, a, am).backward()
+    opt.step()
+    assert torch.equal(enc_w, before[0]) and torch.equal(dec_w, before[1])
+    assert not torch.equal(model.decoder.head_bias, before[2])  # the rest of the head still trains
+
+
+def test_answer_restricted_output_vocabulary():
+    model = build(["model.decoder.output_vocabulary=answers"]).eval()
+    dec = model.decoder
+    words = set(model.tokenizer.convert_ids_to_tokens(dec.output_ids.tolist()))
+    assert {"yes", "no", "left", "right", "2", "[SEP]"} <= words and len(words) <= 8
+    px, q, qm = _inputs(model)
+    context, cmask = model.fuse(px, q, qm)
+    start = model.candidate_ids[:2, :1]
+    logits = dec(start, torch.ones_like(start, dtype=torch.bool), context, cmask)
+    assert logits.shape[-1] == len(dec.output_ids)
+    # ranking with k = all equals scoring every candidate by its (restricted) sequence likelihood
+    r = model.rank(px, q, qm, k=len(CANDIDATES))
+    scores = []
+    for c in CANDIDATES:
+        ids, mask = model.tokenize_answers([c, c])
+        scores.append(dec.sequence_log_likelihood(ids, mask, context, cmask))
+    brute = torch.stack(scores, 1)
+    assert torch.equal(r.indices[:, 0], brute.argmax(1))
+    assert torch.allclose(r.log_likelihood, brute.sort(1, descending=True).values, atol=1e-5)
+    # probabilities of all candidates' first tokens come from one softmax over the restricted set
+    assert torch.allclose(logits.log_softmax(-1).exp().sum(-1), torch.ones(2, 1))
+    bad, _ = model.tokenize_answers(["pneumothorax"])
+    with pytest.raises(ValueError, match="outside the decoder's restricted output vocabulary"):
+        dec.output_positions(bad[:, 1:])
+    # the model trains and reloads with the same restriction
+    a, am = model.tokenize_answers(["yes", "left"])
+    model.train()
+    assert torch.isfinite(model(px, q, qm, a, am))
+    with pytest.raises(ConfigError, match="output_vocabulary"):
+        load_config(TINY_CONFIG, ["model.decoder.output_vocabulary=some"])
+
+
+def test_restricted_model_saves_and_loads(tmp_path):
+    model = build(["model.decoder.output_vocabulary=answers"]).eval()
+    model.save_pretrained(tmp_path / "m")
+    loaded = AMiFVQA.from_pretrained(tmp_path / "m").eval()
+    assert torch.equal(loaded.decoder.output_ids, model.decoder.output_ids)
+    px, q, qm = _inputs(model)
+    assert torch.equal(model.rank(px, q, qm).indices, loaded.rank(px, q, qm).indices)
+
+
+def test_training_targets_are_the_normalised_answers():
+    """The loss trains the form that ranking scores: a raw "X-Ray" answer is the candidate "xray"."""
+    from amif.config import RunConfig
+    from amif_train.vqa_module import VQAModule
+
+    torch.manual_seed(0)
+    cfg = load_config(TINY_CONFIG, MICRO + ["model.decoder.output_vocabulary=answers"]).model
+    model = AMiFVQA(cfg, ["xray", "ct", "yes", "no"], ["xray", "ct", "yes", "no"])
+    module = VQAModule(model, RunConfig())
+    toks = module._tokenize({"question": ["what modality is this?", "is it normal?"], "answer": ["X-Ray", "No."]})
+    cand = dict(zip(model.answer_candidates, model.candidate_ids.tolist()))
+    assert toks["answer_ids"][0, : toks["answer_mask"][0].sum()].tolist() == [t for t in cand["xray"] if t]
+    assert toks["answer_ids"][1, : toks["answer_mask"][1].sum()].tolist() == [t for t in cand["no"] if t]
+    px = torch.randn(2, 3, 32, 32)
+    assert torch.isfinite(model(px, **toks))  # every target token is inside the restricted vocabulary
