@@ -7,6 +7,7 @@ test evaluation, so that settings can be compared quickly (docs/demo.md, "How th
     python benchmarks/diagnose_finetune.py --data /tmp/demo/data --steps 400 --every 100
     python benchmarks/diagnose_finetune.py --data /tmp/demo/data model.decoder.cross_attention_init=bert
     python benchmarks/diagnose_finetune.py --data /tmp/demo/data data.blank_images=true
+    python benchmarks/diagnose_finetune.py --data /tmp/demo/data --fusion-xavier   # experiment, no config key
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import torch
 
 from amif.answers import exact_match, normalize_answer
 from amif.config import load_config
+from amif.models.attention import xavier_init_attention
+from amif.models.coattention import CoAttentionLayer
 from amif.models.vqa import AMiFVQA
 from amif_train.finetune import build_datasets
 from amif_train.optim import adamw, param_groups, warmup_cosine
@@ -60,6 +63,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--every", type=int, default=100)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--fusion-xavier", action="store_true",
+                   help="re-initialise the co-attention layers' cross-attention Glorot-uniform (before init_from)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -67,6 +72,10 @@ def main() -> None:
     torch.manual_seed(cfg.run.seed)
     d = build_datasets(cfg, cfg.model.image_encoder.image_size)
     model = AMiFVQA(cfg.model, d["lists"].candidates, d["lists"].vocabulary)
+    if a.fusion_xavier:
+        for layer in model.fusion.modules():
+            if isinstance(layer, CoAttentionLayer):
+                xavier_init_attention(layer.cross_attn)
     if cfg.run.init_from:
         model.load_encoder_weights(cfg.run.init_from)
     train, val = cache(d["datasets"]["train"]), cache(d["datasets"]["val"])
