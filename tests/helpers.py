@@ -48,3 +48,29 @@ def make_shapes_dataset(root: Path, n_images: int = 24, seed: int = 0) -> Path:
     for split, recs in splits.items():
         write_records(root / f"{split}.jsonl", recs)
     return root
+
+
+def write_tiny_clip(folder: Path, words: list[str], image_size: int = 32, num_layers: int = 1):
+    """A randomly initialised CLIP model with a BERT word-piece tokenizer over ``words`` (special
+    tokens first) saved in the transformers folder layout; returns the tokenizer."""
+    import torch
+    from transformers import BertTokenizerFast, CLIPConfig, CLIPModel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(words) + "\n")
+    try:
+        tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(words)})  # transformers 5
+    except TypeError:  # pragma: no cover - transformers 4
+        tok = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"))
+    torch.manual_seed(0)
+    cfg = CLIPConfig(
+        text_config=dict(vocab_size=len(words), hidden_size=32, intermediate_size=64, num_hidden_layers=num_layers,
+                         num_attention_heads=2, max_position_embeddings=40, pad_token_id=0, bos_token_id=2,
+                         eos_token_id=3),
+        vision_config=dict(image_size=image_size, patch_size=8, hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=num_layers, num_attention_heads=2),
+        projection_dim=16,
+    )
+    CLIPModel(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return tok

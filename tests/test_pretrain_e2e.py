@@ -23,7 +23,7 @@ from amif.models.pretrain import AMiFPretrainModel
 from amif_train.cli import main as cli_main
 from amif_train.pretrain import run_pretrain
 
-from helpers import MICRO
+from helpers import MICRO, write_tiny_clip
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo" / "pretrain_stage0.yaml"
 KINDS = ("left", "right", "upper", "lower")
@@ -183,26 +183,8 @@ def test_skip_bad_skips_and_counts_via_cli_with_teacher_cache(tmp_path, capsys):
 
 def _tiny_clip_folder(folder: Path) -> Path:
     """A randomly initialised CLIP-style teacher in the transformers folder layout."""
-    from transformers import BertTokenizerFast, CLIPConfig, CLIPModel
-
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "bright", "left", "right", "upper", "lower", "half"]
-    folder.mkdir(parents=True)
-    (folder / "vocab.txt").write_text("\n".join(words) + "\n")
-    try:
-        tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(words)})
-    except TypeError:  # pragma: no cover - transformers 4
-        tok = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"))
-    torch.manual_seed(0)
-    cfg = CLIPConfig(
-        text_config=dict(vocab_size=len(words), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=40, pad_token_id=0, bos_token_id=2,
-                         eos_token_id=3),
-        vision_config=dict(image_size=24, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                           num_attention_heads=2),
-        projection_dim=16,
-    )
-    CLIPModel(cfg).save_pretrained(folder)
-    tok.save_pretrained(folder)
+    write_tiny_clip(folder, words, image_size=24, num_layers=1)
     return folder
 
 

@@ -3,7 +3,6 @@
 import csv
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,41 +26,19 @@ from amif.teacher import (  # noqa: E402
     load_teacher,
 )
 
+from helpers import write_tiny_clip  # noqa: E402
+
 WORDS = "chest x ray lung heart brain ct mri scan the of a with normal study findings no acute process row".split()
 MEAN = (0.5, 0.4, 0.3)
 STD = (0.2, 0.25, 0.3)
 
 
-def _tokenizer(vocab_file: Path):
-    from transformers import BertTokenizerFast
-
-    vocab = {w: i for i, w in enumerate(vocab_file.read_text().split())}
-    try:
-        return BertTokenizerFast(vocab=vocab)  # transformers 5
-    except TypeError:  # pragma: no cover - transformers 4
-        return BertTokenizerFast(vocab_file=str(vocab_file))
-
-
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory):
-    from transformers import CLIPConfig, CLIPModel
-
     d = tmp_path_factory.mktemp("tiny_clip")
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
-    (d / "vocab.txt").write_text("\n".join(tokens) + "\n")
-    tok = _tokenizer(d / "vocab.txt")
+    tok = write_tiny_clip(d, tokens, image_size=32, num_layers=2)
     assert tok.convert_tokens_to_ids("chest") == 5
-    torch.manual_seed(0)
-    cfg = CLIPConfig(
-        text_config=dict(vocab_size=len(tokens), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=40, pad_token_id=0, bos_token_id=2,
-                         eos_token_id=3),
-        vision_config=dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                           num_attention_heads=2),
-        projection_dim=16,
-    )
-    CLIPModel(cfg).save_pretrained(d)
-    tok.save_pretrained(d)
     (d / "preprocessor_config.json").write_text(json.dumps(
         {"crop_size": {"height": 32, "width": 32}, "size": {"shortest_edge": 32}, "image_mean": list(MEAN),
          "image_std": list(STD)}))

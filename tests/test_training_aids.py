@@ -55,6 +55,12 @@ def test_conv_stem_rejects_bad_settings():
         load_config(TINY_CONFIG, ["model.image_encoder.stem=conv", "model.image_encoder.pretrained=/some/clip"])
     with pytest.raises(ConfigError, match="power-of-two"):
         load_config(TINY_CONFIG, ["model.image_encoder.stem=conv", "model.image_encoder.patch_size=12"])
+    # pre-training configs share the model checks
+    from amif.config_pretrain import PretrainConfig
+
+    stage0 = TINY_CONFIG.parent / "demo" / "pretrain_stage0.yaml"
+    with pytest.raises(ConfigError, match="stem"):
+        load_config(stage0, ["model.image_encoder.stem=convolution"], cls=PretrainConfig)
 
 
 def test_conv_stem_model_saves_and_loads(tmp_path):

@@ -317,35 +317,39 @@ def save_config(cfg: Any, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
 
 
+def _choice(value: str, allowed: tuple[str, ...], where: str) -> None:
+    if value not in allowed:
+        raise ConfigError(f"config.{where} must be {' or '.join(repr(x) for x in allowed)}, got {value!r}")
+
+
+def validate_model(m: ModelConfig) -> None:
+    """Cross-field checks of a model section (fine-tuning and pre-training configs share it)."""
+    _choice(m.gca.prior_mode, ("vocab", "sentence"), "model.gca.prior_mode")
+    _choice(m.image_encoder.stem, ("patch", "conv"), "model.image_encoder.stem")
+    _choice(m.decoder.output_vocabulary, ("full", "answers"), "model.decoder.output_vocabulary")
+    _choice(m.decoder.cross_attention_init, ("xavier", "bert"), "model.decoder.cross_attention_init")
+    ie = m.image_encoder
+    if ie.stem == "conv" and ie.pretrained:
+        raise ConfigError("config.model.image_encoder.stem 'conv' has no pretrained weights: "
+                          "use it with image_encoder.pretrained: null")
+    if ie.stem == "conv" and (ie.patch_size < 2 or ie.patch_size & (ie.patch_size - 1)):
+        raise ConfigError(f"config.model.image_encoder.stem 'conv' needs a power-of-two patch_size, got {ie.patch_size}")
+    if m.fusion.hidden_size % m.fusion.num_heads:
+        raise ConfigError("config.model.fusion.hidden_size must be divisible by num_heads")
+    if m.fusion.hidden_size % m.gca.num_heads:
+        raise ConfigError("config.model.fusion.hidden_size must be divisible by gca.num_heads")
+
+
 def validate(cfg: Any) -> None:
     """Cross-field checks that types alone cannot express."""
     if isinstance(cfg, ExperimentConfig):
-        if cfg.data.protocol not in ("clean", "paper"):
-            raise ConfigError(f"config.data.protocol must be 'clean' or 'paper', got {cfg.data.protocol!r}")
-        if cfg.model.gca.prior_mode not in ("vocab", "sentence"):
-            raise ConfigError(f"config.model.gca.prior_mode must be 'vocab' or 'sentence', got {cfg.model.gca.prior_mode!r}")
-        ie = cfg.model.image_encoder
-        if ie.stem not in ("patch", "conv"):
-            raise ConfigError(f"config.model.image_encoder.stem must be 'patch' or 'conv', got {ie.stem!r}")
-        if ie.stem == "conv" and ie.pretrained:
-            raise ConfigError("config.model.image_encoder.stem 'conv' has no pretrained weights: "
-                              "use it with image_encoder.pretrained: null")
-        if ie.stem == "conv" and (ie.patch_size < 2 or ie.patch_size & (ie.patch_size - 1)):
-            raise ConfigError(f"config.model.image_encoder.stem 'conv' needs a power-of-two patch_size, got {ie.patch_size}")
-        if cfg.model.decoder.output_vocabulary not in ("full", "answers"):
-            raise ConfigError("config.model.decoder.output_vocabulary must be 'full' or 'answers', "
-                              f"got {cfg.model.decoder.output_vocabulary!r}")
-        if cfg.model.decoder.cross_attention_init not in ("xavier", "bert"):
-            raise ConfigError("config.model.decoder.cross_attention_init must be 'xavier' or 'bert', "
-                              f"got {cfg.model.decoder.cross_attention_init!r}")
-        if cfg.model.fusion.hidden_size % cfg.model.fusion.num_heads:
-            raise ConfigError("config.model.fusion.hidden_size must be divisible by num_heads")
-        if cfg.model.fusion.hidden_size % cfg.model.gca.num_heads:
-            raise ConfigError("config.model.fusion.hidden_size must be divisible by gca.num_heads")
+        _choice(cfg.data.protocol, ("clean", "paper"), "data.protocol")
+        validate_model(cfg.model)
         if not 0.0 <= cfg.run.warmup_fraction < 1.0:
             raise ConfigError("config.run.warmup_fraction must lie in [0, 1)")
 
 
 __all__ = [name for name in dir() if name.endswith("Config")] + [
     "from_dict", "to_dict", "load_config", "save_config", "read_yaml", "apply_overrides", "validate",
+    "validate_model",
 ]

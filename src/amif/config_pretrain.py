@@ -15,7 +15,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from amif.config import ModelConfig, RunConfig
+from amif.config import ModelConfig, RunConfig, validate_model
 from amif.errors import ConfigError
 
 __all__ = [
@@ -196,5 +196,4 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
         raise ConfigError("config.run.batch_size and eval_batch_size must be >= 1")
     if d.max_caption_tokens < 3:
         raise ConfigError("config.data.max_caption_tokens must be >= 3 ([CLS], a word, [SEP])")
-    if cfg.model.fusion.hidden_size % cfg.model.fusion.num_heads:
-        raise ConfigError("config.model.fusion.hidden_size must be divisible by num_heads")
+    validate_model(cfg.model)

@@ -22,7 +22,7 @@ from amif.evaluation import evaluate_dataset
 from amif.models.vqa import AMiFVQA
 from amif.protocols import build_answer_lists
 from amif_train.reporting import format_table, write_results
-from amif_train.run_info import write_run_info
+from amif_train.run_info import csv_log_version, write_run_info
 from amif_train.vqa_module import VQAModule
 
 log = logging.getLogger("amif")
@@ -79,16 +79,6 @@ class VQADataModule(L.LightningDataModule):
         return DataLoader(self.val_ds, batch_size=self.eval_batch_size, sampler=sampler, **self.kw)
 
 
-def _log_version(out: Path, resume: bool) -> str:
-    """CSV logs of a resumed run go to logs/resumeN/ so the earlier metrics.csv is kept."""
-    if not resume or not (out / "logs" / "metrics.csv").is_file():
-        return ""
-    n = 1
-    while (out / "logs" / f"resume{n}").exists():
-        n += 1
-    return f"resume{n}"
-
-
 def run_finetune(cfg: ExperimentConfig, *, resume: bool = False, model: AMiFVQA | None = None) -> dict[str, Any]:
     """Fine-tune, select on validation, save the selected model and evaluate it on the test split."""
     L.seed_everything(cfg.run.seed, workers=True)
@@ -126,7 +116,7 @@ def run_finetune(cfg: ExperimentConfig, *, resume: bool = False, model: AMiFVQA 
         accelerator=cfg.run.accelerator, devices=cfg.run.devices, strategy=cfg.run.strategy,
         precision=cfg.run.precision, accumulate_grad_batches=cfg.run.accumulate_grad_batches,
         gradient_clip_val=cfg.run.gradient_clip_val, callbacks=[ckpt, last_ckpt],
-        logger=[CSVLogger(out, name="logs", version=_log_version(out, resume)),
+        logger=[CSVLogger(out, name="logs", version=csv_log_version(out, resume)),
                 TensorBoardLogger(out, name="tensorboard", version="")],
         log_every_n_steps=cfg.run.log_every_n_steps, enable_progress_bar=cfg.run.progress_bar,
         check_val_every_n_epoch=cfg.run.val_every_n_epochs, num_sanity_val_steps=0,

@@ -31,7 +31,7 @@ from amif.errors import ConfigError, DataError
 from amif.models.pretrain import AMiFPretrainModel, PretrainCollate
 from amif.teacher import CaptionSimilarityTeacher, Teacher, load_teacher
 from amif_train.pretrain_module import PretrainModule
-from amif_train.run_info import write_run_info
+from amif_train.run_info import csv_log_version, write_run_info
 
 log = logging.getLogger("amif")
 
@@ -258,19 +258,12 @@ def _run(cfg: PretrainConfig, out: Path, resume: bool, say: _RunLog) -> dict[str
     resuming = resume and last.is_file()
     if resume and not resuming:
         say(f"--resume: no {last} yet, starting from scratch")
-    # Lightning's CSV logger empties an existing metrics.csv: a resumed run logs to logs/resumeN/
-    csv_version = ""
-    if resuming:
-        n = 1
-        while (out / "logs" / f"resume{n}").exists():
-            n += 1
-        csv_version = f"resume{n}"
     trainer = L.Trainer(
         default_root_dir=out, max_epochs=cfg.run.max_epochs, max_steps=cfg.run.max_steps,
         accelerator=cfg.run.accelerator, devices=cfg.run.devices, strategy=cfg.run.strategy,
         precision=cfg.run.precision, accumulate_grad_batches=cfg.run.accumulate_grad_batches,
         gradient_clip_val=cfg.run.gradient_clip_val, callbacks=[ckpt],
-        logger=[CSVLogger(out, name="logs", version=csv_version),
+        logger=[CSVLogger(out, name="logs", version=csv_log_version(out, resuming)),
                 TensorBoardLogger(out, name="tensorboard", version="")],
         log_every_n_steps=cfg.run.log_every_n_steps, enable_progress_bar=cfg.run.progress_bar,
         check_val_every_n_epoch=cfg.run.val_every_n_epochs if cfg.run.val_check_interval is None else None,

@@ -53,3 +53,14 @@ def write_run_info(output_dir: str | Path, cfg: Any, extra: dict[str, Any] | Non
     }
     (out / "run_info.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
     return out
+
+
+def csv_log_version(out: Path, resume: bool) -> str:
+    """CSV logger version of a run in ``out``: "" normally; ``resumeN`` (the first free N) for a resumed
+    run whose ``logs/metrics.csv`` exists, because Lightning's CSV logger would empty that file."""
+    if not resume or not (out / "logs" / "metrics.csv").is_file():
+        return ""
+    n = 1
+    while (out / "logs" / f"resume{n}").exists():
+        n += 1
+    return f"resume{n}"
