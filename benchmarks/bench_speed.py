@@ -2,7 +2,9 @@
 
 1. answer ranking: amif's batched rank (first-token top-k, then one batched pass over B*k sequences)
    against scoring every candidate with its own decoder pass, as a naive implementation would;
-2. optimizer step: fused AdamW (used by amif) against the default AdamW, on the tiny model's parameters.
+2. optimizer step: fused AdamW (used by amif) against the default AdamW, on the tiny model's parameters;
+3. question-only training step (demo config): B blank images against the one shared blank image that
+   ``collate_vqa`` now passes (same loss and gradients, tests/test_training_aids.py).
 
 Run: .venv/bin/python benchmarks/bench_speed.py [--candidates 200] [--batch 16]
 """
@@ -69,12 +71,36 @@ def main() -> None:
         for name, opt in opts.items():
             best[name] = min(best[name], timeit(opt.step, repeat=1))
     default_t, fused_t = best["default"], best["fused"]
+    copies_t, shared_t = blank_step_times(args.batch)
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}; tiny config, batch {args.batch}, {args.candidates} candidates")
     print(f"ranking, per-candidate loop over all candidates / batched rank (k=all): {loop_all / batched_all:.1f}x")
     print(f"ranking, per-candidate loop over all candidates / batched rank (k=32):  {loop_all / batched_k:.1f}x")
     print(f"optimizer step ({sum(p.numel() for p in params) / 1e6:.1f} M parameters), default AdamW / fused AdamW: "
           f"{default_t / fused_t:.2f}x")
+    print(f"question-only training step (demo config, batch {args.batch}), {args.batch} blank images / one shared "
+          f"blank image: {copies_t / shared_t:.2f}x")
+
+
+def blank_step_times(batch: int) -> tuple[float, float]:
+    """Best-of-3 forward + backward times (interleaved) of the demo model on B blank copies vs one."""
+    torch.manual_seed(0)
+    cfg = load_config(ROOT / "configs" / "demo" / "finetune.yaml").model
+    model = AMiFVQA(cfg, ["yes", "no", "2"], ["yes", "no", "2"]).train()
+    size = cfg.image_encoder.image_size
+    q, qm = model.tokenize_questions(["is there a lesion in the left upper part of the brain?"] * batch)
+    a, am = model.tokenize_answers(["yes"] * batch)
+
+    def step(px: torch.Tensor):
+        model.zero_grad()
+        model(px, q, qm, a, am).backward()
+
+    inputs = {"copies": torch.zeros(batch, 3, size, size), "shared": torch.zeros(1, 3, size, size)}
+    best = {k: float("inf") for k in inputs}
+    for _ in range(3):
+        for name, px in inputs.items():
+            best[name] = min(best[name], timeit(lambda px=px: step(px), repeat=1))
+    return best["copies"], best["shared"]
 
 
 if __name__ == "__main__":

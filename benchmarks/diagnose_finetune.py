@@ -7,7 +7,7 @@ test evaluation, so that settings can be compared quickly (docs/demo.md, "How th
     python benchmarks/diagnose_finetune.py --data /tmp/demo/data --steps 400 --every 100
     python benchmarks/diagnose_finetune.py --data /tmp/demo/data model.decoder.cross_attention_init=bert
     python benchmarks/diagnose_finetune.py --data /tmp/demo/data data.blank_images=true
-    python benchmarks/diagnose_finetune.py --data /tmp/demo/data --fusion-xavier   # experiment, no config key
+    python benchmarks/diagnose_finetune.py --data /tmp/demo/data model.fusion.attention_init=bert
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ import torch
 
 from amif.answers import exact_match, normalize_answer
 from amif.config import load_config
-from amif.models.attention import xavier_init_attention
-from amif.models.coattention import CoAttentionLayer
 from amif.models.vqa import AMiFVQA
 from amif_train.finetune import build_datasets
 from amif_train.optim import adamw, param_groups, warmup_cosine
@@ -32,10 +30,11 @@ LESION = ("presence", "count", "position", "size")
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo" / "finetune.yaml"
 
 
-def cache(ds) -> tuple[torch.Tensor, list[str], list[str], list[str]]:
+def cache(ds) -> tuple[torch.Tensor, list[str], list[str], list[str], list[str]]:
     items = [ds[i] for i in range(len(ds))]
     return (torch.stack([it["pixel_values"] for it in items]), [it["question"] for it in items],
-            [it["answer"] for it in items], [it["question_type"] for it in items])
+            [it["answer"] for it in items], [it["question_type"] for it in items],
+            [(it["answer_type"] or "").upper() for it in items])
 
 
 def evaluate(model: AMiFVQA, val, batch: int = 64) -> tuple[dict[str, int], list[tuple[str, int]]]:
@@ -48,7 +47,8 @@ def evaluate(model: AMiFVQA, val, batch: int = 64) -> tuple[dict[str, int], list
             for i, k in enumerate(idx):
                 pred, qt = model.answer_candidates[k], val[3][j + i]
                 ok = exact_match(pred, val[2][j + i])
-                for key in (qt, "ALL") + (("LESION",) if qt in LESION else ()):
+                at = val[4][j + i]
+                for key in (qt, "ALL", at, f"{qt}/{at}") + (("LESION",) if qt in LESION else ()):
                     hits[key] += ok
                     n[key] += 1
                 preds[pred] += 1
@@ -63,8 +63,10 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--every", type=int, default=100)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--fusion-xavier", action="store_true",
-                   help="re-initialise the co-attention layers' cross-attention Glorot-uniform (before init_from)")
+    p.add_argument("--image-encoder-state", help="load this state dict (probe_image_encoder.py --save) into "
+                   "the image encoder after init_from")
+    p.add_argument("--no-cache", action="store_true",
+                   help="load training images through the dataset every step (needed for data.augment)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -72,13 +74,14 @@ def main() -> None:
     torch.manual_seed(cfg.run.seed)
     d = build_datasets(cfg, cfg.model.image_encoder.image_size)
     model = AMiFVQA(cfg.model, d["lists"].candidates, d["lists"].vocabulary)
-    if a.fusion_xavier:
-        for layer in model.fusion.modules():
-            if isinstance(layer, CoAttentionLayer):
-                xavier_init_attention(layer.cross_attn)
     if cfg.run.init_from:
         model.load_encoder_weights(cfg.run.init_from)
-    train, val = cache(d["datasets"]["train"]), cache(d["datasets"]["val"])
+    if a.image_encoder_state:
+        model.image_encoder.load_state_dict(torch.load(a.image_encoder_state))
+    train_ds = d["datasets"]["train"]
+    train = cache(train_ds) if not a.no_cache else (None, train_ds.questions,
+                                                        [r.answer for r in train_ds.records], None)
+    val = cache(d["datasets"]["val"])
     groups = param_groups(model, cfg.run.lr, cfg.run.weight_decay, cfg.run.lr_new_modules,
                           pretrained_prefixes=pretrained_prefixes(model, cfg.run))
     opt = adamw(groups, cfg.run.lr, cfg.run.betas)
@@ -93,7 +96,9 @@ def main() -> None:
             ix = perm[j:j + b]
             q, qm = model.tokenize_questions([train[1][i] for i in ix])
             ans, am = model.tokenize_answers([normalize_answer(train[2][i]) for i in ix])
-            loss = model(train[0][ix], q, qm, ans, am)
+            pixels = (torch.stack([train_ds[i]["pixel_values"] for i in ix]) if a.no_cache
+                      else train[0][ix])
+            loss = model(pixels, q, qm, ans, am)
             opt.zero_grad()
             loss.backward()
             if cfg.run.gradient_clip_val:

@@ -7,6 +7,11 @@ Trains an image encoder + linear head to predict the number of lesions (0-3) of 
     python benchmarks/probe_image_encoder.py --data /tmp/demo/data --stem patch --steps 1500
     python benchmarks/probe_image_encoder.py --data /tmp/demo/data --stem conv --steps 800
     python benchmarks/probe_image_encoder.py --data /tmp/demo/data --cnn --steps 1500
+    python benchmarks/probe_image_encoder.py --data /tmp/demo/data --stem conv --augment   # shifts, flips, jitter
+    # linear probe of a trained encoder (frozen; e.g. the demo's stage-0 pre-training) vs a random one:
+    python benchmarks/probe_image_encoder.py --data /tmp/demo/data --stem conv --frozen \
+        --init /tmp/demo/runs/pretrain_stage0/model/model.safetensors
+    python benchmarks/probe_image_encoder.py --data /tmp/demo/data --stem conv --frozen
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import nn
 
 from amif.config import ImageEncoderConfig
@@ -48,6 +54,20 @@ class SmallCNN(nn.Module):
         return self.net(x).flatten(2).transpose(1, 2)
 
 
+def augment(x: torch.Tensor, shift: int = 4, jitter: float = 0.2) -> torch.Tensor:
+    """Count-preserving augmentation: shift by up to ``shift`` px (background padding), random
+    horizontal / vertical flips, brightness and contrast jitter (probe only: flips change left/right)."""
+    b, _, h, w = x.shape
+    padded = F.pad(x, (shift,) * 4, value=float(x.min()))
+    offs = torch.randint(0, 2 * shift + 1, (b, 2)).tolist()
+    x = torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offs)])
+    for dim in (-1, -2):
+        flip = torch.rand(b) < 0.5
+        x[flip] = x[flip].flip(dim)
+    scale = 1 + jitter * (2 * torch.rand(b, 1, 1, 1) - 1)
+    return x * scale + jitter * (2 * torch.rand(b, 1, 1, 1) - 1)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="demo dataset folder (amif data demo --out ...)")
@@ -58,6 +78,10 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=800)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--save", help="write the trained encoder's state dict here (torch.save)")
+    p.add_argument("--augment", action="store_true", help="shift / flip / intensity-jitter the training images")
+    p.add_argument("--init", help="start the ViT from the image_encoder.* weights of this model.safetensors")
+    p.add_argument("--frozen", action="store_true", help="train only the linear head (a linear probe)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -70,9 +94,15 @@ def main() -> None:
         enc: nn.Module = SmallCNN()
     else:
         enc = ImageEncoder(ImageEncoderConfig(pretrained=None, image_size=a.size, patch_size=a.patch, hidden_size=192,
-                                              num_layers=4, num_heads=3, intermediate_size=768, stem=a.stem))
+                                              num_layers=4, num_heads=3, intermediate_size=768, stem=a.stem,
+                                              hidden_act="quick_gelu"))
+        if a.init:
+            prefix = "image_encoder."
+            enc.load_state_dict({k[len(prefix):]: v for k, v in load_file(a.init).items() if k.startswith(prefix)})
+    if a.frozen:
+        enc.eval().requires_grad_(False)
     head = nn.Linear(192, 4)
-    params = list(enc.parameters()) + list(head.parameters())
+    params = [q for q in list(enc.parameters()) + list(head.parameters()) if q.requires_grad]
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=a.lr, total_steps=a.steps, pct_start=0.1)
     g = torch.Generator().manual_seed(0)
@@ -81,7 +111,8 @@ def main() -> None:
         perm = torch.randperm(len(ty), generator=g)
         for j in range(0, len(ty) - 31, 32):
             ix = perm[j:j + 32]
-            loss = F.cross_entropy(head(enc(tx[ix]).mean(1)), ty[ix])
+            x = augment(tx[ix]) if a.augment else tx[ix]
+            loss = F.cross_entropy(head(enc(x).mean(1)), ty[ix])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -91,11 +122,13 @@ def main() -> None:
                 enc.eval()
                 with torch.no_grad():
                     pred = head(enc(vx).mean(1)).argmax(1)
-                enc.train()
+                enc.train(not a.frozen)
                 print(f"step {step} train loss {loss.item():.3f} val count {(pred == vy).float().mean():.2f} "
                       f"presence {((pred > 0) == (vy > 0)).float().mean():.2f} ({time.time() - t0:.0f} s)", flush=True)
             if step >= a.steps:
                 break
+    if a.save:
+        torch.save(enc.state_dict(), a.save)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,22 @@
-"""Options that make the small from-scratch model trainable: conv stem, cross-attention init, frozen
+"""Options that make the small from-scratch model trainable: conv stem, attention inits, frozen
 word embeddings (docs/demo.md explains why each exists)."""
 
 import pytest
 import torch
 
 from amif.config import ConfigError, ImageEncoderConfig, load_config
+from amif.data.records import load_split
+from amif.data.transforms import build_eval_transform
+from amif.data.vqa_dataset import VQADataset, collate_vqa
 from amif.models.answer_decoder import AnswerDecoder
+from amif.models.attention import MultiHeadAttention
+from amif.models.coattention import CoAttentionFusion
+from amif.models.gated_cross_attention import GatedCrossAttention
 from amif.models.image_encoder import ConvStem, ImageEncoder
 from amif.models.vqa import AMiFVQA
 from amif_train.optim import param_groups
 
-from helpers import MICRO, TINY_CONFIG
+from helpers import MICRO, TINY_CONFIG, make_shapes_dataset
 
 CANDIDATES = ["yes", "no", "left", "right", "2"]
 
@@ -64,7 +70,8 @@ def test_conv_stem_rejects_bad_settings():
 
 
 def test_conv_stem_model_saves_and_loads(tmp_path):
-    model = build(["model.image_encoder.stem=conv"]).eval()
+    model = build(["model.image_encoder.stem=conv", "model.fusion.dropout=0", "model.gca.dropout=0",
+                   "model.decoder.dropout=0"]).eval()
     assert any(".patch_embedding.blocks." in k for k in model.state_dict())
     px, q, qm = _inputs(model)
     model.save_pretrained(tmp_path / "m")
@@ -92,6 +99,37 @@ def test_cross_attention_init_options():
         AnswerDecoder(**kw, cross_attention_init="zeros")
     with pytest.raises(ConfigError, match="cross_attention_init"):
         load_config(TINY_CONFIG, ["model.decoder.cross_attention_init=normal"])
+
+
+def _attn_std(module: torch.nn.Module) -> float:
+    ws = [m.value.weight.flatten() for m in module.modules() if isinstance(m, MultiHeadAttention)]
+    return torch.cat(ws).std().item()
+
+
+def _glorot_std(module: torch.nn.Module) -> float:
+    w = next(m.value.weight for m in module.modules() if isinstance(m, MultiHeadAttention))
+    return (2 / sum(w.shape)) ** 0.5
+
+
+def test_fusion_and_gca_attention_init_options():
+    torch.manual_seed(0)
+    bert = build([])
+    xavier = build(["model.fusion.attention_init=xavier", "model.gca.attention_init=xavier"])
+    for name in ("fusion", "gca"):
+        assert _attn_std(getattr(bert, name)) == pytest.approx(0.02, rel=0.1)
+        # Glorot-uniform: std sqrt(2 / (fan_in + fan_out))
+        assert _attn_std(getattr(xavier, name)) == pytest.approx(_glorot_std(getattr(xavier, name)), rel=0.1)
+    # the feed-forward layers keep N(0, 0.02)
+    assert xavier.fusion.text_layers[0].ffn.fc1.weight.std().item() == pytest.approx(0.02, rel=0.1)
+    # the pre-training model builds its fusion from the same section
+    cfg = load_config(TINY_CONFIG, ["model.fusion.attention_init=xavier"]).model
+    fusion = CoAttentionFusion(cfg.fusion, 384, 192)
+    assert _attn_std(fusion) == pytest.approx(_glorot_std(fusion), rel=0.1)
+    for key in ("model.fusion.attention_init", "model.gca.attention_init"):
+        with pytest.raises(ConfigError, match=key):
+            load_config(TINY_CONFIG, [f"{key}=normal"])
+    with pytest.raises(ValueError, match="attention_init"):
+        GatedCrossAttention(64, 4, 128, attention_init="normal")
 
 
 def test_frozen_word_embeddings_stay_fixed_and_leave_the_optimiser():
@@ -167,3 +205,34 @@ def test_training_targets_are_the_normalised_answers():
     assert toks["answer_ids"][1, : toks["answer_mask"][1].sum()].tolist() == [t for t in cand["no"] if t]
     px = torch.randn(2, 3, 32, 32)
     assert torch.isfinite(model(px, **toks))  # every target token is inside the restricted vocabulary
+
+
+def test_blank_batch_shares_one_image_with_identical_loss_and_gradients(tmp_path):
+    """The question-only baseline encodes its blank image once per batch: same loss, gradients and
+    ranking as encoding one blank copy per question (conv stem included, whose BatchNorm sees batch
+    statistics)."""
+    root = make_shapes_dataset(tmp_path / "d", n_images=6)
+    recs = load_split(root, "train")[:4]
+    ds = VQADataset(root, recs, build_eval_transform(32), image_size=32, blank_images=True)
+    shared = collate_vqa([ds[i] for i in range(len(ds))])
+    assert shared["pixel_values"].shape == (1, 3, 32, 32) and len(shared["question"]) == 4
+    copies = shared["pixel_values"].expand(4, -1, -1, -1).clone()
+    model = build(["model.image_encoder.stem=conv", "model.fusion.dropout=0", "model.gca.dropout=0",
+                   "model.decoder.dropout=0"])
+    q, qm = model.tokenize_questions(shared["question"])
+    a, am = model.tokenize_answers(["yes", "no", "left", "2"])
+    grads = []
+    for px in (shared["pixel_values"], copies):
+        model.zero_grad()
+        torch.manual_seed(0)  # same dropout masks (the text encoder keeps its own dropout)
+        loss = model(px, q, qm, a, am)
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in model.image_encoder.parameters() if p.grad is not None]))
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-5)
+    assert len(grads[0][1]) > 0 and all(torch.allclose(g0, g1, atol=1e-4) for g0, g1 in zip(grads[0][1], grads[1][1]))
+    model.eval()
+    r1, r2 = model.rank(shared["pixel_values"], q, qm), model.rank(copies, q, qm)
+    assert torch.equal(r1.indices, r2.indices) and torch.allclose(r1.log_likelihood, r2.log_likelihood, atol=1e-4)
+    # images that are not blank are stacked one per question, as before
+    ds_img = VQADataset(root, recs, build_eval_transform(32), image_size=32)
+    assert collate_vqa([ds_img[i] for i in range(4)])["pixel_values"].shape == (4, 3, 32, 32)

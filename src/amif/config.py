@@ -61,6 +61,10 @@ class FusionConfig:
     num_heads: int = 12
     intermediate_size: int = 3072
     dropout: float = 0.1
+    # initialisation of the (new) attention layers: "bert" (N(0, 0.02), the published code) or "xavier"
+    # (Glorot-uniform projections: a short run from scratch learns question-image interactions sooner,
+    # docs/demo.md); the feed-forward layers keep N(0, 0.02) either way
+    attention_init: str = "bert"
 
 
 @dataclasses.dataclass
@@ -73,6 +77,7 @@ class GCAConfig:
     dropout: float = 0.1
     prior_mode: str = "vocab"  # "vocab": set of answer words; "sentence": whole answers
     max_prior_length: int = 3000
+    attention_init: str = "bert"  # "bert" or "xavier", as model.fusion.attention_init
 
 
 @dataclasses.dataclass
@@ -328,6 +333,8 @@ def validate_model(m: ModelConfig) -> None:
     _choice(m.image_encoder.stem, ("patch", "conv"), "model.image_encoder.stem")
     _choice(m.decoder.output_vocabulary, ("full", "answers"), "model.decoder.output_vocabulary")
     _choice(m.decoder.cross_attention_init, ("xavier", "bert"), "model.decoder.cross_attention_init")
+    _choice(m.fusion.attention_init, ("bert", "xavier"), "model.fusion.attention_init")
+    _choice(m.gca.attention_init, ("bert", "xavier"), "model.gca.attention_init")
     ie = m.image_encoder
     if ie.stem == "conv" and ie.pretrained:
         raise ConfigError("config.model.image_encoder.stem 'conv' has no pretrained weights: "

@@ -64,6 +64,7 @@ class VQADataset(Dataset):
                 raise DataError(str(e), path=self.source, record=f"qid {r.qid!r}") from e
         return {
             "pixel_values": pixels,
+            "blank": self.blank_images,
             "question": self.questions[index],
             "answer": r.answer,
             "qid": r.qid,
@@ -73,7 +74,15 @@ class VQADataset(Dataset):
 
 
 def collate_vqa(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack images; keep strings and labels as lists (tokenisation happens in the model's module)."""
+    """Stack images; keep strings and labels as lists (tokenisation happens in the model's module).
+
+    When every item is a blank image (the question-only baseline), ``pixel_values`` holds that one
+    image, ``[1, 3, H, W]``: the model encodes it once and shares it across the questions, which gives
+    the same outputs and gradients as encoding B identical images, at a fraction of the cost.
+    """
+    if items and all(it.get("blank", False) for it in items):
+        return {"pixel_values": items[0]["pixel_values"][None],
+                **{key: [it[key] for it in items] for key in ("question", "answer", "qid", "answer_type", "question_type")}}
     out: dict[str, Any] = {"pixel_values": torch.stack([it["pixel_values"] for it in items])}
     for key in ("question", "answer", "qid", "answer_type", "question_type"):
         out[key] = [it[key] for it in items]

@@ -95,6 +95,13 @@ def init_weights(module: nn.Module, std: float = 0.02) -> None:
             nn.init.zeros_(m.bias)
 
 
+def xavier_init_attentions(module: nn.Module) -> None:
+    """:func:`xavier_init_attention` on every :class:`MultiHeadAttention` inside ``module``."""
+    for m in module.modules():
+        if isinstance(m, MultiHeadAttention):
+            xavier_init_attention(m)
+
+
 def xavier_init_attention(attn: MultiHeadAttention) -> None:
     """Glorot-uniform query/key/value/output projections (zero biases) for a new attention layer.
 

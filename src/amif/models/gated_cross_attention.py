@@ -18,13 +18,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from amif.models.attention import FeedForward, MultiHeadAttention, init_weights
+from amif.models.attention import FeedForward, MultiHeadAttention, init_weights, xavier_init_attentions
 
 
 class GatedCrossAttention(nn.Module):
     """Fuse an answer-vocabulary sequence into the fused features through a per-channel gate."""
 
-    def __init__(self, hidden_size: int, num_heads: int, intermediate_size: int, dropout: float = 0.1):
+    def __init__(self, hidden_size: int, num_heads: int, intermediate_size: int, dropout: float = 0.1,
+                 attention_init: str = "bert"):
         super().__init__()
         self.prior_attn = MultiHeadAttention(hidden_size, num_heads, dropout)
         self.prior_attn_norm = nn.LayerNorm(hidden_size)
@@ -37,6 +38,10 @@ class GatedCrossAttention(nn.Module):
         self.out_norm = nn.LayerNorm(hidden_size)
         self.dropout = nn.Dropout(dropout)
         init_weights(self)
+        if attention_init not in ("bert", "xavier"):
+            raise ValueError(f"attention_init must be 'bert' or 'xavier', got {attention_init!r}")
+        if attention_init == "xavier":  # Glorot-uniform projections instead of N(0, 0.02)
+            xavier_init_attentions(self)
 
     def encode_prior(self, prior: torch.Tensor, prior_mask: torch.Tensor | None) -> torch.Tensor:
         """Self-attention + feed-forward over the vocabulary sequence [P, Lp, D] (P is 1 or B)."""

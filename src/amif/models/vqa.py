@@ -66,7 +66,8 @@ class AMiFVQA(nn.Module):
         hidden = cfg.fusion.hidden_size
         self.fusion = CoAttentionFusion(cfg.fusion, self.text_encoder.width, self.image_encoder.width)
         self.gca = (
-            GatedCrossAttention(hidden, cfg.gca.num_heads, cfg.gca.intermediate_size, cfg.gca.dropout)
+            GatedCrossAttention(hidden, cfg.gca.num_heads, cfg.gca.intermediate_size, cfg.gca.dropout,
+                                attention_init=cfg.gca.attention_init)
             if cfg.gca.enabled else None
         )
         self.prior_proj = nn.Linear(tconf.hidden_size, hidden) if cfg.gca.enabled and tconf.hidden_size != hidden else None
@@ -138,9 +139,15 @@ class AMiFVQA(nn.Module):
     def fuse(
         self, pixel_values: torch.Tensor, question_ids: torch.Tensor, question_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fused image+question features [B, Lq + Li, D] and their mask (after the GCA when enabled)."""
+        """Fused image+question features [B, Lq + Li, D] and their mask (after the GCA when enabled).
+
+        ``pixel_values`` is [B, 3, H, W], or [1, 3, H, W]: one image shared by all B questions (encoded
+        once; same result as B copies).
+        """
         image = self.image_encoder(pixel_values)
         text = self.text_encoder(question_ids, question_mask)
+        if image.shape[0] == 1 and text.shape[0] > 1:
+            image = image.expand(text.shape[0], -1, -1)
         x, y = self.fusion(text, question_mask, image)
         fused = torch.cat([x, y], dim=1)
         mask = torch.cat([question_mask.bool(), torch.ones(y.shape[:2], dtype=torch.bool, device=y.device)], 1)
