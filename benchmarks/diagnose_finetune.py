@@ -65,6 +65,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--image-encoder-state", help="load this state dict (probe_image_encoder.py --save) into "
                    "the image encoder after init_from")
+    p.add_argument("--freeze-image-encoder", action="store_true", help="train everything but the image encoder")
     p.add_argument("--no-cache", action="store_true",
                    help="load training images through the dataset every step (needed for data.augment)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
@@ -78,6 +79,8 @@ def main() -> None:
         model.load_encoder_weights(cfg.run.init_from)
     if a.image_encoder_state:
         model.image_encoder.load_state_dict(torch.load(a.image_encoder_state))
+    if a.freeze_image_encoder:
+        model.image_encoder.requires_grad_(False)
     train_ds = d["datasets"]["train"]
     train = cache(train_ds) if not a.no_cache else (None, train_ds.questions,
                                                         [r.answer for r in train_ds.records], None)
