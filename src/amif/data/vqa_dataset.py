@@ -80,10 +80,9 @@ def collate_vqa(items: list[dict[str, Any]]) -> dict[str, Any]:
     image, ``[1, 3, H, W]``: the model encodes it once and shares it across the questions, which gives
     the same outputs and gradients as encoding B identical images, at a fraction of the cost.
     """
-    if items and all(it.get("blank", False) for it in items):
-        return {"pixel_values": items[0]["pixel_values"][None],
-                **{key: [it[key] for it in items] for key in ("question", "answer", "qid", "answer_type", "question_type")}}
-    out: dict[str, Any] = {"pixel_values": torch.stack([it["pixel_values"] for it in items])}
+    shared = bool(items) and all(it.get("blank", False) for it in items)
+    pixels = items[0]["pixel_values"][None] if shared else torch.stack([it["pixel_values"] for it in items])
+    out: dict[str, Any] = {"pixel_values": pixels}
     for key in ("question", "answer", "qid", "answer_type", "question_type"):
         out[key] = [it[key] for it in items]
     return out

@@ -95,11 +95,15 @@ def init_weights(module: nn.Module, std: float = 0.02) -> None:
             nn.init.zeros_(m.bias)
 
 
-def xavier_init_attentions(module: nn.Module) -> None:
-    """:func:`xavier_init_attention` on every :class:`MultiHeadAttention` inside ``module``."""
-    for m in module.modules():
-        if isinstance(m, MultiHeadAttention):
-            xavier_init_attention(m)
+def apply_attention_init(module: nn.Module, attention_init: str) -> None:
+    """``"bert"``: keep N(0, 0.02); ``"xavier"``: :func:`xavier_init_attention` on every
+    :class:`MultiHeadAttention` inside ``module`` (its other layers keep their init)."""
+    if attention_init not in ("bert", "xavier"):
+        raise ValueError(f"attention_init must be 'bert' or 'xavier', got {attention_init!r}")
+    if attention_init == "xavier":
+        for m in module.modules():
+            if isinstance(m, MultiHeadAttention):
+                xavier_init_attention(m)
 
 
 def xavier_init_attention(attn: MultiHeadAttention) -> None:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from amif.config import FusionConfig
-from amif.models.attention import FeedForward, MultiHeadAttention, init_weights, xavier_init_attentions
+from amif.models.attention import FeedForward, MultiHeadAttention, apply_attention_init, init_weights
 
 
 class CoAttentionLayer(nn.Module):
@@ -56,8 +56,7 @@ class CoAttentionFusion(nn.Module):
             CoAttentionLayer(h, cfg.num_heads, cfg.intermediate_size, cfg.dropout) for _ in range(cfg.num_layers)
         )
         init_weights(self)
-        if cfg.attention_init == "xavier":
-            xavier_init_attentions(self)
+        apply_attention_init(self, cfg.attention_init)
 
     def project(self, text_tokens: torch.Tensor, image_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Linear projections of both streams into the shared width (no type embedding)."""

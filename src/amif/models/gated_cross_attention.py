@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from amif.models.attention import FeedForward, MultiHeadAttention, init_weights, xavier_init_attentions
+from amif.models.attention import FeedForward, MultiHeadAttention, apply_attention_init, init_weights
 
 
 class GatedCrossAttention(nn.Module):
@@ -38,10 +38,7 @@ class GatedCrossAttention(nn.Module):
         self.out_norm = nn.LayerNorm(hidden_size)
         self.dropout = nn.Dropout(dropout)
         init_weights(self)
-        if attention_init not in ("bert", "xavier"):
-            raise ValueError(f"attention_init must be 'bert' or 'xavier', got {attention_init!r}")
-        if attention_init == "xavier":  # Glorot-uniform projections instead of N(0, 0.02)
-            xavier_init_attentions(self)
+        apply_attention_init(self, attention_init)
 
     def encode_prior(self, prior: torch.Tensor, prior_mask: torch.Tensor | None) -> torch.Tensor:
         """Self-attention + feed-forward over the vocabulary sequence [P, Lp, D] (P is 1 or B)."""
