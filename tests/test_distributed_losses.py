@@ -113,6 +113,7 @@ def _worker(rank: int, world: int, store: str, out_dir: str) -> None:
              "neg_image": neg_image, "pos": pos},
             os.path.join(out_dir, f"rank{rank}.pt"),
         )  # fmt: skip
+        dist.barrier()  # both ranks done with gloo before either tears it down (a teardown race aborted a rank)
     finally:
         dist.destroy_process_group()
 
