@@ -4,7 +4,9 @@
    against scoring every candidate with its own decoder pass, as a naive implementation would;
 2. optimizer step: fused AdamW (used by amif) against the default AdamW, on the tiny model's parameters;
 3. question-only training step (demo config): B blank images against the one shared blank image that
-   ``collate_vqa`` now passes (same loss and gradients, tests/test_training_aids.py).
+   ``collate_vqa`` now passes (same loss and gradients, tests/test_training_aids.py);
+4. the demo's conv stem (64 px, forward + backward on 2B images, as in a two-view pre-training step):
+   contiguous (NCHW) against channels-last (NHWC) tensors, the layout ``ConvStem`` now uses.
 
 Run: .venv/bin/python benchmarks/bench_speed.py [--candidates 200] [--batch 16]
 """
@@ -72,6 +74,7 @@ def main() -> None:
             best[name] = min(best[name], timeit(opt.step, repeat=1))
     default_t, fused_t = best["default"], best["fused"]
     copies_t, shared_t = blank_step_times(args.batch)
+    nchw_t, nhwc_t = stem_layout_times(2 * args.batch)
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}; tiny config, batch {args.batch}, {args.candidates} candidates")
     print(f"ranking, per-candidate loop over all candidates / batched rank (k=all): {loop_all / batched_all:.1f}x")
@@ -80,6 +83,21 @@ def main() -> None:
           f"{default_t / fused_t:.2f}x")
     print(f"question-only training step (demo config, batch {args.batch}), {args.batch} blank images / one shared "
           f"blank image: {copies_t / shared_t:.2f}x")
+    print(f"conv stem forward + backward (demo config, {2 * args.batch} images), NCHW / channels-last: "
+          f"{nchw_t / nhwc_t:.2f}x")
+
+
+def stem_layout_times(n: int) -> tuple[float, float]:
+    """Seconds per forward + backward of the demo's conv stem: contiguous, then channels-last."""
+    cfg = load_config(ROOT / "configs" / "demo" / "finetune.yaml").model
+    stem = AMiFVQA(cfg, ["yes"], ["yes"]).image_encoder.model.embeddings.patch_embedding
+    size = cfg.image_encoder.image_size
+    x = torch.randn(n, 3, size, size)
+    stem.to(memory_format=torch.contiguous_format)  # its layers on NCHW weights and inputs
+    nchw = timeit(lambda: stem.proj(stem.blocks(x)).sum().backward())
+    stem.to(memory_format=torch.channels_last)  # as built: ConvStem.forward converts its input
+    nhwc = timeit(lambda: stem(x).sum().backward())
+    return nchw, nhwc
 
 
 def blank_step_times(batch: int) -> tuple[float, float]:

@@ -13,6 +13,7 @@ test evaluation, so that settings can be compared quickly (docs/demo.md, "How th
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -26,6 +27,9 @@ from amif_train.finetune import build_datasets
 from amif_train.optim import adamw, param_groups, warmup_cosine
 from amif_train.vqa_module import pretrained_prefixes
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from probe_image_encoder import augment  # noqa: E402
+
 LESION = ("presence", "count", "position", "size")
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo" / "finetune.yaml"
 
@@ -37,7 +41,14 @@ def cache(ds) -> tuple[torch.Tensor, list[str], list[str], list[str], list[str]]
             [(it["answer_type"] or "").upper() for it in items])
 
 
-def evaluate(model: AMiFVQA, val, batch: int = 64) -> tuple[dict[str, int], list[tuple[str, int]]]:
+def train_mode(model: AMiFVQA, frozen_image_encoder: bool) -> None:
+    """``model.train()``; a frozen image encoder stays in eval mode, as in ``amif finetune``."""
+    model.train()
+    if frozen_image_encoder:
+        model.image_encoder.eval()
+
+
+def evaluate(model: AMiFVQA, val, frozen_image_encoder: bool, batch: int = 64) -> tuple[dict[str, int], list[tuple[str, int]]]:
     model.eval()
     hits, n, preds = Counter(), Counter(), Counter()
     with torch.no_grad():
@@ -52,7 +63,7 @@ def evaluate(model: AMiFVQA, val, batch: int = 64) -> tuple[dict[str, int], list
                     hits[key] += ok
                     n[key] += 1
                 preds[pred] += 1
-    model.train()
+    train_mode(model, frozen_image_encoder)
     return {k: round(100 * hits[k] / n[k]) for k in sorted(n)}, preds.most_common(3)
 
 
@@ -65,9 +76,15 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--image-encoder-state", help="load this state dict (probe_image_encoder.py --save) into "
                    "the image encoder after init_from")
-    p.add_argument("--freeze-image-encoder", action="store_true", help="train everything but the image encoder")
+    p.add_argument("--freeze-image-encoder", action="store_true",
+                   help="train everything but the image encoder (= run.freeze_image_encoder=true)")
     p.add_argument("--no-cache", action="store_true",
                    help="load training images through the dataset every step (needed for data.augment)")
+    p.add_argument("--shift-augment", action="store_true",
+                   help="shift the cached training images by up to 4 px and jitter brightness / contrast "
+                        "(probe_image_encoder.py's augmentation without flips)")
+    p.add_argument("--train-types", help="train on these question types only (comma-separated, e.g. "
+                   "presence,count); validation still covers every type")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -79,12 +96,19 @@ def main() -> None:
         model.load_encoder_weights(cfg.run.init_from)
     if a.image_encoder_state:
         model.image_encoder.load_state_dict(torch.load(a.image_encoder_state))
-    if a.freeze_image_encoder:
+    frozen = a.freeze_image_encoder or cfg.run.freeze_image_encoder
+    if frozen:
         model.image_encoder.requires_grad_(False)
     train_ds = d["datasets"]["train"]
     train = cache(train_ds) if not a.no_cache else (None, train_ds.questions,
                                                         [r.answer for r in train_ds.records], None)
     val = cache(d["datasets"]["val"])
+    if a.train_types:
+        if a.no_cache:
+            raise SystemExit("--train-types needs the cached training images (no --no-cache)")
+        keep = [i for i, t in enumerate(train[3]) if t in set(a.train_types.split(","))]
+        train = (train[0][keep], *([col[i] for i in keep] for col in train[1:]))
+        print(f"training on {len(keep)} questions of types {a.train_types}")
     groups = param_groups(model, cfg.run.lr, cfg.run.weight_decay, cfg.run.lr_new_modules,
                           pretrained_prefixes=pretrained_prefixes(model, cfg.run))
     opt = adamw(groups, cfg.run.lr, cfg.run.betas)
@@ -92,7 +116,7 @@ def main() -> None:
     b, n = cfg.run.batch_size, len(train[1])
     g = torch.Generator().manual_seed(cfg.run.seed)
     step, losses, t0 = 0, [], time.time()
-    model.train()
+    train_mode(model, frozen)
     while step < a.steps:
         perm = torch.randperm(n, generator=g).tolist()
         for j in range(0, n - b + 1, b):
@@ -101,6 +125,8 @@ def main() -> None:
             ans, am = model.tokenize_answers([normalize_answer(train[2][i]) for i in ix])
             pixels = (torch.stack([train_ds[i]["pixel_values"] for i in ix]) if a.no_cache
                       else train[0][ix])
+            if a.shift_augment:
+                pixels = augment(pixels, flips=False)
             loss = model(pixels, q, qm, ans, am)
             opt.zero_grad()
             loss.backward()
@@ -112,7 +138,7 @@ def main() -> None:
             losses.append(loss.item())
             if step % a.every == 0 or step == a.steps:
                 t = time.time() - t0
-                acc, top = evaluate(model, val)
+                acc, top = evaluate(model, val, frozen)
                 print(f"step {step} loss {sum(losses[-a.every:]) / len(losses[-a.every:]):.3f} ({t:.0f} s) "
                       f"val {acc} most frequent {top}", flush=True)
             if step >= a.steps:

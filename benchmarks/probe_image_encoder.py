@@ -54,14 +54,14 @@ class SmallCNN(nn.Module):
         return self.net(x).flatten(2).transpose(1, 2)
 
 
-def augment(x: torch.Tensor, shift: int = 4, jitter: float = 0.2) -> torch.Tensor:
+def augment(x: torch.Tensor, shift: int = 4, jitter: float = 0.2, flips: bool = True) -> torch.Tensor:
     """Count-preserving augmentation: shift by up to ``shift`` px (background padding), random
-    horizontal / vertical flips, brightness and contrast jitter (probe only: flips change left/right)."""
+    horizontal / vertical flips (``flips``), brightness and contrast jitter (flips change left/right)."""
     b, _, h, w = x.shape
     padded = F.pad(x, (shift,) * 4, value=float(x.min()))
     offs = torch.randint(0, 2 * shift + 1, (b, 2)).tolist()
     x = torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offs)])
-    for dim in (-1, -2):
+    for dim in (-1, -2) if flips else ():
         flip = torch.rand(b) < 0.5
         x[flip] = x[flip].flip(dim)
     scale = 1 + jitter * (2 * torch.rand(b, 1, 1, 1) - 1)
@@ -80,6 +80,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--save", help="write the trained encoder's state dict here (torch.save)")
     p.add_argument("--augment", action="store_true", help="shift / flip / intensity-jitter the training images")
+    p.add_argument("--no-flips", action="store_true", help="with --augment: shifts and jitter only")
     p.add_argument("--init", help="start the ViT from the image_encoder.* weights of this model.safetensors")
     p.add_argument("--frozen", action="store_true", help="train only the linear head (a linear probe)")
     a = p.parse_args()
@@ -111,7 +112,7 @@ def main() -> None:
         perm = torch.randperm(len(ty), generator=g)
         for j in range(0, len(ty) - 31, 32):
             ix = perm[j:j + 32]
-            x = augment(tx[ix]) if a.augment else tx[ix]
+            x = augment(tx[ix], flips=not a.no_flips) if a.augment else tx[ix]
             loss = F.cross_entropy(head(enc(x).mean(1)), ty[ix])
             opt.zero_grad()
             loss.backward()

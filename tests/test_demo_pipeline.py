@@ -110,6 +110,15 @@ def test_demo_pipeline_end_to_end(tmp_path, capsys):
     assert saved["metrics"]["scratch"]["n_lesion"] == n == sum(r.question_type in demo.LESION_TYPES for r in test)
     assert saved["metrics"]["scratch"]["lesion"] == pytest.approx(acc)
     assert set(saved["seconds"]) >= {"data", "question_only", "scratch", "report", "total"}
+    # with pre-training and two cores the question-only run trains in a second process meanwhile
+    from amif_train.background import usable_cpus
+
+    background = pretrain and usable_cpus() >= 2
+    assert saved["background_runs"] == (["question_only"] if background else [])
+    if background:
+        log = (out / "runs" / "question_only" / "train.log").read_text(encoding="utf-8")
+        assert "Test split" in log  # the child's output went to its log
+        assert (out / "runs" / "question_only" / "model").is_dir()
 
     # only the model folders of the runs stay (the Lightning checkpoints are hundreds of MB each)
     assert (out / "runs" / "scratch" / "model").is_dir()
@@ -117,3 +126,15 @@ def test_demo_pipeline_end_to_end(tmp_path, capsys):
 
     # a second run with the same seed and scale reuses the data
     assert demo.ensure_data(out / "data", seed=0, scale=0.03, say=lambda s: None)["reused"] is True
+
+
+def test_background_finetune_reraises_the_runs_error(tmp_path):
+    """A failing run in the second process surfaces in the parent, with the file named."""
+    from amif.config import load_config
+    from amif_train.background import start_finetune
+
+    cfg = load_config(demo.FINETUNE_CONFIG, [f"data.root={tmp_path / 'missing'}",
+                                             f"run.output_dir={tmp_path / 'run'}"])
+    future = start_finetune(cfg, tmp_path / "run" / "train.log")
+    with pytest.raises(Exception, match="missing"):
+        future.result(timeout=300)

@@ -59,7 +59,9 @@ def _overrides(root: Path, out: Path, *extra: str) -> list[str]:
         f"data.root={root}", f"run.output_dir={out}", "data.num_workers=0", "run.accelerator=cpu",
         "run.batch_size=16", "run.eval_batch_size=64", "run.lr=3.0e-4", "run.warmup_fraction=0.1",
         "run.log_every_n_steps=1", "run.cpu_threads=1", "model.fusion.dropout=0.0",
-        "losses.image_pooling=cls", "losses.text_pooling=cls", *extra,
+        "losses.image_pooling=cls", "losses.text_pooling=cls",
+        "run.train_encoders=null",  # the paper's schedule (the demo config locks its pretrained text encoder)
+        *extra,
     ]
 
 

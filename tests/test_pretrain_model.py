@@ -61,11 +61,12 @@ def _teacher(seed: int = 1, n: int = B):
     return tuple(F.normalize(torch.randn(n, 8, generator=g), dim=-1) for _ in range(3))
 
 
-def _fresh(base: AMiFPretrainModel, stage: int, **loss_changes) -> AMiFPretrainModel:
+def _fresh(base: AMiFPretrainModel, stage: int, train_encoders=None, **loss_changes) -> AMiFPretrainModel:
     """A copy of ``base`` with other loss switches and stage (weights shared by value)."""
     m = AMiFPretrainModel(base.cfg, dataclasses.replace(base.losses_cfg, **loss_changes), stage=stage,
                           tokenizer=base.tokenizer, text_config=base.text_encoder.model.config,
-                          vision_config=base.image_encoder.model.config, load_pretrained=False)
+                          vision_config=base.image_encoder.model.config, load_pretrained=False,
+                          train_encoders=train_encoders)
     m.load_state_dict(base.state_dict())
     return m
 
@@ -111,6 +112,64 @@ def test_stage1_freezes_encoders_and_trains_fusion(base_model):
             if id(p) in temps:
                 assert g["weight_decay"] == 0.0
     assert sum(len(g["params"]) for g in groups) == sum(1 for p in m.parameters() if p.requires_grad)
+
+
+def test_train_encoders_chooses_the_trained_encoders(base_model):
+    """run.train_encoders: [image] in stage 0 locks the text encoder (the demo); [image, text] in stage 1
+    trains both with every loss (the paper freezes them)."""
+    m = _fresh(base_model, 0, train_encoders=["image"])
+    m.train()
+    assert m.image_encoder.training and not m.text_encoder.training and not m.encoders_frozen
+    sum(m(_batch(), _teacher(), teacher_scale=20.0).values()).backward()
+    assert all(g is not None and g.abs().sum() > 0 for g in _grads(m.image_encoder)[:4])
+    assert all(p.grad is None and not p.requires_grad for p in m.text_encoder.parameters())
+    assert any(p.grad is not None for p in m.fusion.text_proj.parameters())  # utgc still trains the projection
+
+    m = _fresh(base_model, 1, train_encoders=["image", "text"])
+    m.train()
+    assert m.image_encoder.training and m.text_encoder.training
+    losses = m(_batch(), _teacher(), teacher_scale=20.0)
+    assert sorted(losses) == sorted(LOSS_NAMES)
+    losses["itm"].backward()  # the matching loss alone reaches both encoders
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.image_encoder.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.text_encoder.parameters())
+    assert _fresh(base_model, 1).encoders_frozen  # default: the paper's schedule
+    with pytest.raises(ValueError, match="train_encoders"):
+        _fresh(base_model, 0, train_encoders=["vision"])
+    with pytest.raises(ConfigError, match="train_encoders"):
+        load_config(CONFIGS / "demo" / "pretrain_stage0.yaml", ["run.train_encoders=[vision]"], cls=PretrainConfig)
+
+
+@pytest.mark.parametrize("stage,train_encoders", [(1, None), (0, ["image"])])
+def test_frozen_text_cache_gives_the_same_losses(base_model, stage, train_encoders):
+    """cache_frozen_text: a caption's tokens are encoded once and reused; the losses and gradients equal
+    those of encoding every step, also when a caption comes back in a batch of another padded length."""
+    plain = _fresh(base_model, stage, train_encoders=train_encoders)
+    cached = _fresh(base_model, stage, train_encoders=train_encoders)
+    cached.cache_frozen_text()
+    for m in (plain, cached):
+        m.train()
+    keys = torch.arange(B)
+    calls = []
+    cached.text_encoder.register_forward_hook(lambda mod, args, out: calls.append(args[0].shape[0]))
+    first = _batch(0)
+    # the same captions, re-ordered, with the longest one dropped: a shorter padded length
+    order = torch.tensor([4, 0, 2, 1, 5])
+    second = {k: v[order] for k, v in first.items()}
+    second["input_ids"], second["attention_mask"] = second["input_ids"][:, :10], second["attention_mask"][:, :10]
+    for batch, k in ((first, keys), (second, keys[order])):
+        gen = [torch.Generator().manual_seed(3) for _ in range(2)]
+        a = plain(batch, _teacher(n=len(k)), teacher_scale=20.0, generator=gen[0])
+        b = cached({**batch, "caption_key": k}, _teacher(n=len(k)), teacher_scale=20.0, generator=gen[1])
+        assert sorted(a) == sorted(b)
+        for name in a:
+            torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
+        sum(a.values()).backward()
+        sum(b.values()).backward()
+    for (n1, p1), (_, p2) in zip(plain.named_parameters(), cached.named_parameters()):
+        if p1.grad is not None:
+            torch.testing.assert_close(p1.grad, p2.grad, rtol=1e-4, atol=1e-6, msg=n1)
+    assert calls == [B]  # encoded once, in the first batch
 
 
 @pytest.mark.parametrize("name", LOSS_NAMES)

@@ -1,6 +1,8 @@
 """Options that make the small from-scratch model trainable: conv stem, attention inits, frozen
 word embeddings (docs/demo.md explains why each exists)."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -19,6 +21,7 @@ from amif_train.optim import param_groups
 from helpers import MICRO, TINY_CONFIG, make_shapes_dataset
 
 CANDIDATES = ["yes", "no", "left", "right", "2"]
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def build(extra=()):
@@ -147,6 +150,36 @@ def test_frozen_word_embeddings_stay_fixed_and_leave_the_optimiser():
     opt.step()
     assert torch.equal(enc_w, before[0]) and torch.equal(dec_w, before[1])
     assert not torch.equal(model.decoder.head_bias, before[2])  # the rest of the head still trains
+
+
+def test_frozen_image_encoder_keeps_weights_and_batchnorm_statistics():
+    """run.freeze_image_encoder: no gradient, not in the optimiser, eval mode (BatchNorm running
+    statistics fixed) however often Lightning calls train(); the rest of the model trains."""
+    from amif_train.vqa_module import VQAModule
+
+    cfg = load_config(TINY_CONFIG, MICRO + ["model.image_encoder.stem=conv", "run.freeze_image_encoder=true"])
+    torch.manual_seed(0)
+    model = AMiFVQA(cfg.model, CANDIDATES, ["yes", "no", "left", "right"])
+    module = VQAModule(model, cfg.run)
+    module.train()
+    assert not model.image_encoder.training and model.fusion.training
+    before = {k: v.clone() for k, v in model.image_encoder.state_dict().items()}
+    assert any("running_mean" in k for k in before)
+    groups = param_groups(model, 1e-2, 0.01)
+    in_groups = {id(p) for g in groups for p in g["params"]}
+    assert not any(id(p) in in_groups for p in model.image_encoder.parameters())
+    opt = torch.optim.AdamW(groups, lr=1e-2)
+    fusion_before = [p.clone() for p in model.fusion.parameters()]
+    px, q, qm = _inputs(model)
+    a, am = model.tokenize_answers(["yes", "left"])
+    model(px, q, qm, a, am).backward()
+    opt.step()
+    after = model.image_encoder.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert any(not torch.equal(b, p) for b, p in zip(fusion_before, model.fusion.parameters()))
+    with pytest.raises(ConfigError, match="freeze_image_encoder"):
+        from amif.config_pretrain import PretrainConfig
+        load_config(CONFIGS / "demo" / "pretrain_stage0.yaml", ["run.freeze_image_encoder=true"], cls=PretrainConfig)
 
 
 def test_answer_restricted_output_vocabulary():

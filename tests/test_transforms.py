@@ -224,3 +224,43 @@ def test_real_dataloader_workers_differ():
     batches = list(loader)  # worker 0 gives batch 0, worker 1 gives batch 1
     assert len(batches) == 2
     assert not torch.equal(batches[0], batches[1])
+
+
+def test_random_translate_shifts_whole_pixels_with_black_fill():
+    img = _photo(64, 64)
+    a = np.asarray(img).astype(int)
+    tf = T.RandomTranslate(4 / 64)
+    seen = set()
+    rng = random.Random(0)
+    for _ in range(40):
+        out = np.asarray(tf(img, rng)).astype(int)
+        match = None
+        for dy in range(-4, 5):
+            for dx in range(-4, 5):
+                ref = np.zeros_like(a)
+                ref[max(dy, 0):64 + min(dy, 0), max(dx, 0):64 + min(dx, 0)] = \
+                    a[max(-dy, 0):64 + min(-dy, 0), max(-dx, 0):64 + min(-dx, 0)]
+                if np.array_equal(out, ref):
+                    match = (dx, dy)
+        assert match is not None  # an exact shift of at most 4 px, black where the image moved away
+        seen.add(match)
+    assert len(seen) > 10
+    with pytest.raises(ValueError):
+        T.RandomTranslate(0.5)
+
+
+def test_pretrain_transform_translate_only():
+    """The demo's pre-training augmentation: shifts (and no crop, RandAugment, blur or flip)."""
+    tf = build_pretrain_transform(32, scale=(1.0, 1.0), translate=0.1, jitter_p=0.0, grayscale_p=0.0,
+                                  randaug_p=0.0, blur_p=0.0, hflip_p=0.0, seed=0)
+    assert any(isinstance(s, T.RandomTranslate) for s in tf.steps)
+    assert not any(isinstance(s, T.RandomTranslate) for s in build_pretrain_transform(32).steps)
+    img = _photo(64, 64)
+    outs = [tf(img) for _ in range(8)]
+    ref = build_eval_transform(32)(img)
+    assert len({round(o.sum().item(), 3) for o in outs}) > 1
+    # every output is the resized image moved by whole pixels
+    for o in outs:
+        assert any(torch.allclose(o[:, max(dy, 0):32 + min(dy, 0), max(dx, 0):32 + min(dx, 0)],
+                                  ref[:, max(-dy, 0):32 + min(-dy, 0), max(-dx, 0):32 + min(-dx, 0)], atol=1e-5)
+                   for dy in range(-3, 4) for dx in range(-3, 4))

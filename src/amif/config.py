@@ -157,6 +157,9 @@ class RunConfig:
     val_every_n_epochs: int = 1
     log_every_n_steps: int = 10
     init_from: str | None = None  # pre-training checkpoint or saved model folder
+    # keep the image encoder as initialised (no gradient, eval mode): a small dataset cannot overwrite
+    # what pre-training put in it (the demo: lesion features, docs/demo.md). Fine-tuning only.
+    freeze_image_encoder: bool = False
     progress_bar: bool = True
     save_top_k: int = 1
 

@@ -61,6 +61,7 @@ class PretrainAugmentConfig:
     randaug_p: float = 0.8
     blur_p: float = 0.3
     hflip_p: float = 0.5  # set 0 when captions mention left/right (the demo)
+    translate: float = 0.0  # > 0: shift every image by up to this fraction of its side (black fill)
 
 
 @dataclasses.dataclass
@@ -111,6 +112,12 @@ class PretrainRunConfig(RunConfig):
 
     output_dir: str = "runs/pretrain"
     stage: int = 0  # 0: global losses, encoders trained; >= 1: encoders frozen, + WPA and ITM
+    # encoders trained in this stage, from {image, text}; null = the paper's schedule (both in stage 0,
+    # neither in stage >= 1). The demo's stage 0 trains only its random image encoder (docs/demo.md).
+    train_encoders: list[str] | None = None
+    # keep a frozen text encoder's output per caption in memory (encoded once, not every step); for
+    # corpora whose token features fit in memory (the demo: ~70 MB)
+    cache_text_features: bool = False
     max_epochs: int = 5
     batch_size: int = 64
     eval_batch_size: int = 100
@@ -173,6 +180,11 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
         raise ConfigError("config.losses.hard_negative_temperature must be > 0 (or null)")
     if L.ipot_beta <= 0 or L.ipot_iters < 1 or L.sinkhorn_epsilon <= 0:
         raise ConfigError("config.losses needs ipot_beta > 0, ipot_iters >= 1 and sinkhorn_epsilon > 0")
+    if r.freeze_image_encoder:
+        raise ConfigError("config.run.freeze_image_encoder is a fine-tuning key; pre-training chooses the "
+                          "trained encoders with run.train_encoders")
+    if r.train_encoders is not None and not set(r.train_encoders) <= {"image", "text"}:
+        raise ConfigError(f"config.run.train_encoders takes 'image' and/or 'text' (or null), got {r.train_encoders}")
     teacher = L.teacher.strip()
     if not teacher:
         raise ConfigError("config.losses.teacher is empty: use caption, none, a model folder or a cache file")

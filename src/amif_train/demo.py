@@ -42,7 +42,7 @@ MODELS = {
 # (scratch instead of pretrained without pre-training; both with with_scratch=True).
 FINETUNE_RUNS = {
     "question_only": ["data.blank_images=true"],
-    "scratch": [],
+    "scratch": ["run.freeze_image_encoder=false"],  # a random image encoder has to train
     "pretrained": [],  # + run.init_from=<stage 1 model>
 }
 DEFAULT_SCALE = 2.0  # ~1,200 training images: the lesions need more images than the anatomy (docs/demo.md)
@@ -274,6 +274,7 @@ def run_demo(
     plots: bool = True,
     keep_checkpoints: bool = False,
     with_scratch: bool = False,
+    parallel: bool | None = None,
 ) -> dict[str, Any]:
     """Run the demo into ``out`` and return what ``DIR/report/results.json`` holds.
 
@@ -282,10 +283,13 @@ def run_demo(
     and the pre-training stages. ``quick`` uses less data and one epoch per training run. The runs'
     Lightning checkpoints are deleted once a run is done (its ``model`` folder stays) unless
     ``keep_checkpoints``. AMiF is fine-tuned from the pre-training; ``with_scratch`` adds a run from
-    scratch (the only AMiF run when there is no pre-training).
+    scratch (the only AMiF run when there is no pre-training). ``parallel`` (default: when pre-training
+    runs and two CPU cores are usable) trains the question-only baseline in a second process while
+    the main process pre-trains (``amif_train.background``; its output goes to its ``train.log``).
     """
     _quiet()
     from amif.data.records import load_split
+    from amif_train.background import start_finetune, usable_cpus
     from amif_train.finetune import run_finetune
 
     t_start = time.time()
@@ -319,11 +323,18 @@ def run_demo(
     print(f"{len(records['train'])} / {len(records['val'])} / {len(records['test'])} train / val / test questions "
           f"({timings['data']} s)")
 
-    # 2. pre-training
+    # 2. pre-training (and the question-only baseline in a second process meanwhile)
     runs = out / "runs"
     base_cfg = finetune_config(Path(config), data_dir, runs / "scratch", overrides)
     if not progress:
         base_cfg.run.progress_bar = False
+    background = {}
+    if parallel if parallel is not None else (pretrain and usable_cpus() >= 2):
+        bg_dir = _fresh(runs / "question_only")
+        bg_cfg = finetune_config(Path(config), data_dir, bg_dir, [*overrides, *FINETUNE_RUNS["question_only"]])
+        bg_cfg.run.progress_bar = False
+        background["question_only"] = start_finetune(bg_cfg, bg_dir / "train.log")
+        print(f"question-only baseline: training in a second process meanwhile (log: {bg_dir / 'train.log'})")
     pretrain_summaries: list[dict[str, Any]] = []
     if pretrain:
         po = list(pretrain_overrides) + ([] if progress else ["run.progress_bar=false"])
@@ -337,21 +348,26 @@ def run_demo(
     results: dict[str, dict[str, Any]] = {}
     rows_by_model: dict[str, list[dict]] = {}
     for key in run_keys:
-        extra = FINETUNE_RUNS[key]
-        if key == "pretrained":
-            extra = [*extra, f"run.init_from={pretrain_summaries[-1]['model_dir']}"]
         step(f"fine-tune and test: {MODELS[key]}")
-        run_dir = _fresh(runs / key)
-        cfg = finetune_config(Path(config), data_dir, run_dir, [*overrides, *extra])
-        if not progress:
-            cfg.run.progress_bar = False
-        t0 = time.time()
-        if key == "pretrained":
-            print(f"encoders and fusion start from {pretrain_summaries[-1]['model_dir']}")
-        summary = run_finetune(cfg)
+        if key in background:
+            run_dir = runs / key
+            print("trained in the second process; waiting for it to finish", flush=True)
+            summary = background[key].result()
+            timings[key] = summary["seconds"]
+        else:
+            extra = FINETUNE_RUNS[key]
+            if key == "pretrained":
+                extra = [*extra, f"run.init_from={pretrain_summaries[-1]['model_dir']}"]
+                print(f"encoders and fusion start from {pretrain_summaries[-1]['model_dir']}")
+            run_dir = _fresh(runs / key)
+            cfg = finetune_config(Path(config), data_dir, run_dir, [*overrides, *extra])
+            if not progress:
+                cfg.run.progress_bar = False
+            t0 = time.time()
+            summary = run_finetune(cfg)
+            timings[key] = round(time.time() - t0, 1)
         if not keep_checkpoints:
             _drop_checkpoints(run_dir)
-        timings[key] = round(time.time() - t0, 1)
         doc = json.loads((run_dir / "results_test.json").read_text(encoding="utf-8"))
         rows_by_model[key] = doc["predictions"]
         results[key] = add_lesion_metric(dict(summary["test"]), doc["predictions"])
@@ -367,7 +383,7 @@ def run_demo(
     report = write_report(out, results=results, rows_by_model=rows_by_model, records=records,
                           data_summary=data_summary, pretrain_summaries=pretrain_summaries, timings=timings,
                           scale=scale, seed=seed, quick=quick, config=str(config), overrides=list(overrides),
-                          plots=plots, t_start=t_start)
+                          plots=plots, t_start=t_start, background=list(background))
     return report
 
 
@@ -408,8 +424,10 @@ def write_report(
     overrides: list[str],
     plots: bool,
     t_start: float,
+    background: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Print the results table and write ``DIR/report``: results.md, results.json and the pictures."""
+    """Print the results table and write ``DIR/report``: results.md, results.json and the pictures.
+    ``background``: the runs trained in a second process during pre-training (their time overlaps)."""
     report_dir = out / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
     columns = {MODELS[k]: v for k, v in results.items()}
@@ -441,6 +459,7 @@ def write_report(
         "data": {k: data_summary.get(k) for k in ("out_dir", "seed", "scale", "image_size", "images", "questions",
                                                   "question_types", "sources", "reused", "seconds")},
         "seconds": timings,
+        "background_runs": list(background),
         "lesion_types": list(LESION_TYPES),
         "models": {k: MODELS[k] for k in results},
         "metrics": results,
@@ -459,9 +478,14 @@ def write_report(
         if g:
             print(f"{MODELS[key]} vs question only: {g['overall']:+.1f} points overall, "
                   f"{g['lesion']:+.1f} on lesion questions (targets +10 / +20)")
-    print("\nwall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
+    print("\nwall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + _overlap_note(doc))
     print(f"report: {report_dir / 'results.md'}")
     return doc
+
+
+def _overlap_note(doc: Mapping[str, Any]) -> str:
+    runs = doc.get("background_runs") or []
+    return f" ({', '.join(runs)} ran in a second process during pre-training)" if runs else ""
 
 
 def _markdown(doc: dict[str, Any], table: str, results: Mapping[str, Any], report_dir: Path) -> str:
@@ -478,7 +502,7 @@ def _markdown(doc: dict[str, Any], table: str, results: Mapping[str, Any], repor
         + (f" with `{' '.join(doc['settings']['overrides'])}`" if doc["settings"]["overrides"] else ""),
         f"- data: {_split_counts(d.get('questions'))} train / val / test questions on "
         f"{_split_counts(d.get('images'))} images" + (" (reused build)" if d.get("reused") else ""),
-        "- wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in doc["seconds"].items()),
+        "- wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in doc["seconds"].items()) + _overlap_note(doc),
         "",
         "## Test accuracy (%)",
         "",
@@ -555,6 +579,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="also fine-tune AMiF from scratch (without the pre-training) for comparison")
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep the runs' Lightning checkpoints (by default only each run's model/ folder stays)")
+    p.add_argument("--sequential", action="store_true",
+                   help="train the question-only baseline after pre-training instead of in a second process")
     p.add_argument("--pretrain-option", action="append", default=[], metavar="KEY=VALUE",
                    help="override of both pre-training stages, e.g. run.max_epochs=2")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="fine-tuning overrides, e.g. run.max_epochs=3")
@@ -565,5 +591,5 @@ def cmd_demo(args: argparse.Namespace) -> int:
     run_demo(args.out, scale=args.scale, seed=args.seed, quick=args.quick,
              pretrain=False if args.no_pretrain else None, config=args.config, overrides=args.overrides,
              pretrain_overrides=args.pretrain_option, keep_checkpoints=args.keep_checkpoints,
-             with_scratch=args.with_scratch)
+             with_scratch=args.with_scratch, parallel=False if args.sequential else None)
     return 0

@@ -146,7 +146,7 @@ def build_pretrain_datasets(
         train_tf = build_pretrain_transform(
             image_size, scale=tuple(a.scale), jitter=tuple(a.jitter), jitter_p=a.jitter_p,
             grayscale_p=a.grayscale_p, randaug_n=a.randaug_n, randaug_m=a.randaug_m, randaug_p=a.randaug_p,
-            blur_p=a.blur_p, hflip_p=a.hflip_p, seed=cfg.run.seed,
+            blur_p=a.blur_p, hflip_p=a.hflip_p, translate=a.translate, seed=cfg.run.seed,
         )
     else:
         train_tf = build_eval_transform(image_size)
@@ -190,12 +190,15 @@ def _skip_summary(skipped: SkipReport, limit: int = 20) -> dict[str, Any]:
 def _build_model(cfg: PretrainConfig, say) -> AMiFPretrainModel:
     stage = cfg.run.stage
     if cfg.run.init_from:
-        model = AMiFPretrainModel.load(cfg.run.init_from, cfg.model, cfg.losses, stage=stage)
+        model = AMiFPretrainModel.load(cfg.run.init_from, cfg.model, cfg.losses, stage=stage,
+                                       train_encoders=cfg.run.train_encoders)
         say(f"initialised every tensor from {cfg.run.init_from}")
     else:
-        model = AMiFPretrainModel(cfg.model, cfg.losses, stage=stage)
-        if stage >= 1:
+        model = AMiFPretrainModel(cfg.model, cfg.losses, stage=stage, train_encoders=cfg.run.train_encoders)
+        if model.encoders_frozen:
             say("WARNING: stage >= 1 without run.init_from: the frozen encoders keep their initial weights")
+    if cfg.run.cache_text_features:
+        model.cache_frozen_text()
     return model
 
 

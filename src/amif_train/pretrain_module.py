@@ -12,7 +12,7 @@ from amif.config_pretrain import PretrainRunConfig
 from amif.models.pretrain import AMiFPretrainModel
 from amif.retrieval import caption_positive_mask, recall_at_k
 from amif.teacher import Teacher
-from amif_train.optim import param_groups, warmup_cosine
+from amif_train.optim import adamw, param_groups, warmup_cosine
 
 
 class PretrainModule(L.LightningModule):
@@ -101,6 +101,6 @@ class PretrainModule(L.LightningModule):
         )
         if not groups:
             raise RuntimeError("no trainable parameters in this stage")
-        opt = torch.optim.AdamW(groups, lr=self.run.lr, betas=self.run.betas)
+        opt = adamw(groups, self.run.lr, self.run.betas)
         sched = warmup_cosine(opt, self.trainer.estimated_stepping_batches, self.run.warmup_fraction, self.run.min_lr)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

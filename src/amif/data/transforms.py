@@ -48,6 +48,7 @@ __all__ = [
     "RandomGrayscale",
     "GaussianBlur",
     "RandomHorizontalFlip",
+    "RandomTranslate",
     "random_resized_crop",
     "random_resized_crop_box",
     "to_tensor_normalized",
@@ -201,6 +202,28 @@ class RandomHorizontalFlip:
 
     def __repr__(self) -> str:
         return f"RandomHorizontalFlip(p={self.p})"
+
+
+class RandomTranslate:
+    """Shift by a whole number of pixels, up to ``max_fraction`` of the side in each axis, filling with
+    black. Keeps every finding and its position relative to the anatomy (unlike a crop, which can cut a
+    lesion off): the augmentation that makes a from-scratch encoder learn the demo's lesions."""
+
+    def __init__(self, max_fraction: float) -> None:
+        if not 0.0 <= max_fraction < 0.5:
+            raise ValueError(f"translate must be in [0, 0.5), got {max_fraction}")
+        self.max_fraction = float(max_fraction)
+
+    def __call__(self, img: Image.Image, rng: random.Random) -> Image.Image:
+        mx, my = (int(round(self.max_fraction * side)) for side in img.size)
+        dx, dy = rng.randint(-mx, mx), rng.randint(-my, my)
+        if dx == 0 and dy == 0:
+            return img
+        return img.transform(img.size, Image.Transform.AFFINE, (1, 0, -dx, 0, 1, -dy),
+                             resample=Image.Resampling.NEAREST, fillcolor=_FILL)
+
+    def __repr__(self) -> str:
+        return f"RandomTranslate({self.max_fraction})"
 
 
 class RandomGrayscale:
@@ -483,13 +506,15 @@ def build_pretrain_transform(
     blur_sigma: tuple[float, float] = (0.1, 2.0),
     blur_p: float = 0.3,
     hflip_p: float = 0.5,
+    translate: float = 0.0,
     seed: int | None = None,
     mean: Sequence[float] = CLIP_MEAN,
     std: Sequence[float] = CLIP_STD,
 ) -> ImageTransform:
-    """Student transform of pre-training (spec 2.1)."""
+    """Student transform of pre-training (spec 2.1); ``translate`` > 0 adds a :class:`RandomTranslate`."""
     steps: list[Step] = [
         RandomResizedCrop(image_size, scale),
+        *([RandomTranslate(translate)] if translate > 0 else []),
         RandomApply(ColorJitter(*jitter), jitter_p),
         RandomGrayscale(grayscale_p),
         RandomApply(RandAugment(randaug_n, randaug_m, PRETRAIN_RANDAUG_OPS), randaug_p),
