@@ -328,8 +328,10 @@ def run_demo(
     base_cfg = finetune_config(Path(config), data_dir, runs / "scratch", overrides)
     if not progress:
         base_cfg.run.progress_bar = False
+    if parallel is None:  # worth it only when pre-training runs meanwhile and a second core is free
+        parallel = pretrain and usable_cpus() >= 2
     background = {}
-    if parallel if parallel is not None else (pretrain and usable_cpus() >= 2):
+    if parallel:
         bg_dir = _fresh(runs / "question_only")
         bg_cfg = finetune_config(Path(config), data_dir, bg_dir, [*overrides, *FINETUNE_RUNS["question_only"]])
         bg_cfg.run.progress_bar = False
