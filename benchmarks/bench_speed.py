@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from amif.config import load_config
+from amif.models.image_encoder import ImageEncoder
 from amif.models.vqa import AMiFVQA
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,9 +90,9 @@ def main() -> None:
 
 def stem_layout_times(n: int) -> tuple[float, float]:
     """Seconds per forward + backward of the demo's conv stem: contiguous, then channels-last."""
-    cfg = load_config(ROOT / "configs" / "demo" / "finetune.yaml").model
-    stem = AMiFVQA(cfg, ["yes"], ["yes"]).image_encoder.model.embeddings.patch_embedding
-    size = cfg.image_encoder.image_size
+    cfg = load_config(ROOT / "configs" / "demo" / "finetune.yaml").model.image_encoder
+    stem = ImageEncoder(cfg).model.embeddings.patch_embedding
+    size = cfg.image_size
     x = torch.randn(n, 3, size, size)
     stem.to(memory_format=torch.contiguous_format)  # its layers on NCHW weights and inputs
     nchw = timeit(lambda: stem.proj(stem.blocks(x)).sum().backward())

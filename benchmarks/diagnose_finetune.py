@@ -41,14 +41,7 @@ def cache(ds) -> tuple[torch.Tensor, list[str], list[str], list[str], list[str]]
             [(it["answer_type"] or "").upper() for it in items])
 
 
-def train_mode(model: AMiFVQA, frozen_image_encoder: bool) -> None:
-    """``model.train()``; a frozen image encoder stays in eval mode, as in ``amif finetune``."""
-    model.train()
-    if frozen_image_encoder:
-        model.image_encoder.eval()
-
-
-def evaluate(model: AMiFVQA, val, frozen_image_encoder: bool, batch: int = 64) -> tuple[dict[str, int], list[tuple[str, int]]]:
+def evaluate(model: AMiFVQA, val, batch: int = 64) -> tuple[dict[str, int], list[tuple[str, int]]]:
     model.eval()
     hits, n, preds = Counter(), Counter(), Counter()
     with torch.no_grad():
@@ -63,7 +56,7 @@ def evaluate(model: AMiFVQA, val, frozen_image_encoder: bool, batch: int = 64) -
                     hits[key] += ok
                     n[key] += 1
                 preds[pred] += 1
-    train_mode(model, frozen_image_encoder)
+    model.train()
     return {k: round(100 * hits[k] / n[k]) for k in sorted(n)}, preds.most_common(3)
 
 
@@ -96,9 +89,8 @@ def main() -> None:
         model.load_encoder_weights(cfg.run.init_from)
     if a.image_encoder_state:
         model.image_encoder.load_state_dict(torch.load(a.image_encoder_state))
-    frozen = a.freeze_image_encoder or cfg.run.freeze_image_encoder
-    if frozen:
-        model.image_encoder.requires_grad_(False)
+    if a.freeze_image_encoder or cfg.run.freeze_image_encoder:
+        model.freeze_image_encoder()
     train_ds = d["datasets"]["train"]
     train = cache(train_ds) if not a.no_cache else (None, train_ds.questions,
                                                         [r.answer for r in train_ds.records], None)
@@ -116,7 +108,7 @@ def main() -> None:
     b, n = cfg.run.batch_size, len(train[1])
     g = torch.Generator().manual_seed(cfg.run.seed)
     step, losses, t0 = 0, [], time.time()
-    train_mode(model, frozen)
+    model.train()
     while step < a.steps:
         perm = torch.randperm(n, generator=g).tolist()
         for j in range(0, n - b + 1, b):
@@ -138,7 +130,7 @@ def main() -> None:
             losses.append(loss.item())
             if step % a.every == 0 or step == a.steps:
                 t = time.time() - t0
-                acc, top = evaluate(model, val, frozen)
+                acc, top = evaluate(model, val)
                 print(f"step {step} loss {sum(losses[-a.every:]) / len(losses[-a.every:]):.3f} ({t:.0f} s) "
                       f"val {acc} most frequent {top}", flush=True)
             if step >= a.steps:

@@ -37,14 +37,7 @@ class VQAModule(L.LightningModule):
         self.run = run
         self.val_metric = VQAAccuracy(question_types=list(question_types))
         if run.freeze_image_encoder:
-            model.image_encoder.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> VQAModule:
-        """As ``nn.Module.train``; a frozen image encoder stays in eval mode (BatchNorm statistics fixed)."""
-        super().train(mode)
-        if self.run.freeze_image_encoder:
-            self.model.image_encoder.eval()
-        return self
+            model.freeze_image_encoder()
 
     def _tokenize(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         q, qm = self.model.tokenize_questions(batch["question"])

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 import yaml
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pad_sequence
 from transformers import AutoConfig, AutoTokenizer, CLIPVisionConfig, PreTrainedTokenizerBase
 
 from amif.config import ModelConfig, from_dict, to_dict
@@ -239,10 +240,8 @@ class AMiFPretrainModel(nn.Module):
                 tokens = self.text_encoder(ids[rows, :n], mask[rows, :n])
             for j, i in enumerate(new):
                 cache[keys_l[i]] = tokens[j, : int(mask[i].sum())].detach()
-        out = ids.new_zeros(*ids.shape, self.text_encoder.width, dtype=next(iter(cache.values())).dtype)
-        for i, k in enumerate(keys_l):
-            out[i, : cache[k].shape[0]] = cache[k]
-        return out
+        out = pad_sequence([cache[k] for k in keys_l], batch_first=True)  # zeros after each caption
+        return F.pad(out, (0, 0, 0, ids.shape[1] - out.shape[1]))
 
     @property
     def encoders_frozen(self) -> bool:

@@ -92,7 +92,22 @@ class AMiFVQA(nn.Module):
         self.set_answer_candidates(answer_candidates)
         self.set_vocabulary(vocabulary)
         self.meta: dict = {}  # free-form facts saved with the model (protocol, dataset, ...)
+        self.image_encoder_frozen = False
         self.train()  # transformers' from_pretrained leaves sub-models in eval mode
+
+    def freeze_image_encoder(self) -> None:
+        """Keep the image encoder as it is: no gradient, and eval mode whatever ``train()`` is called
+        with, so its BatchNorm statistics stay fixed too (``run.freeze_image_encoder``)."""
+        self.image_encoder.requires_grad_(False)
+        self.image_encoder_frozen = True
+        self.image_encoder.eval()
+
+    def train(self, mode: bool = True) -> AMiFVQA:
+        """As ``nn.Module.train``; a frozen image encoder stays in eval mode."""
+        super().train(mode)
+        if self.image_encoder_frozen:
+            self.image_encoder.eval()
+        return self
 
     # ------------------------------------------------------------------ vocabularies
     def set_answer_candidates(self, candidates: Sequence[str]) -> None:
