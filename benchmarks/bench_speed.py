@@ -6,7 +6,11 @@
 3. question-only training step (demo config): B blank images against the one shared blank image that
    ``collate_vqa`` now passes (same loss and gradients, tests/test_training_aids.py);
 4. the demo's conv stem (64 px, forward + backward on 2B images, as in a two-view pre-training step):
-   contiguous (NCHW) against channels-last (NHWC) tensors, the layout ``ConvStem`` now uses.
+   contiguous (NCHW) against channels-last (NHWC) tensors, the layout ``ConvStem`` now uses; and its
+   blocks as conv -> BatchNorm -> ReLU -> max-pool (the stem before) against conv -> max-pool ->
+   BatchNorm -> ReLU (``ConvStem`` now);
+5. a fine-tuning step of the demo model with both encoders frozen: encoders run every step against
+   their features taken from the cache (``run.cache_frozen_features``; same loss, tested).
 
 Run: .venv/bin/python benchmarks/bench_speed.py [--candidates 200] [--batch 16]
 """
@@ -19,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from amif.config import load_config
 from amif.models.image_encoder import ImageEncoder
@@ -76,6 +81,8 @@ def main() -> None:
     default_t, fused_t = best["default"], best["fused"]
     copies_t, shared_t = blank_step_times(args.batch)
     nchw_t, nhwc_t = stem_layout_times(2 * args.batch)
+    pool_last_t, pool_first_t = stem_order_times(2 * args.batch)
+    uncached_t, cached_t = cached_step_times(args.batch)
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}; tiny config, batch {args.batch}, {args.candidates} candidates")
     print(f"ranking, per-candidate loop over all candidates / batched rank (k=all): {loop_all / batched_all:.1f}x")
@@ -86,6 +93,10 @@ def main() -> None:
           f"blank image: {copies_t / shared_t:.2f}x")
     print(f"conv stem forward + backward (demo config, {2 * args.batch} images), NCHW / channels-last: "
           f"{nchw_t / nhwc_t:.2f}x")
+    print(f"conv stem forward + backward ({2 * args.batch} images), pool last / pool first: "
+          f"{pool_last_t / pool_first_t:.2f}x")
+    print(f"fine-tuning step, both encoders frozen (demo config, batch {args.batch}), encoders every step / "
+          f"cached features: {uncached_t / cached_t:.2f}x")
 
 
 def stem_layout_times(n: int) -> tuple[float, float]:
@@ -99,6 +110,55 @@ def stem_layout_times(n: int) -> tuple[float, float]:
     stem.to(memory_format=torch.channels_last)  # as built: ConvStem.forward converts its input
     nhwc = timeit(lambda: stem(x).sum().backward())
     return nchw, nhwc
+
+
+def stem_order_times(n: int) -> tuple[float, float]:
+    """Best-of-3 forward + backward times (interleaved) of the demo's conv stem with its blocks as
+    conv -> BN -> ReLU -> pool (the order before) and conv -> pool -> BN -> ReLU (``ConvStem``)."""
+    cfg = load_config(ROOT / "configs" / "demo" / "finetune.yaml").model.image_encoder
+    stem = ImageEncoder(cfg).model.embeddings.patch_embedding
+    mods = list(stem.blocks)
+    old = []
+    for i in range(0, len(mods), 4):
+        conv, pool, bn, relu = mods[i:i + 4]
+        old += [conv, bn, relu, pool]
+    pool_last = nn.Sequential(*old)
+    x = torch.randn(n, 3, cfg.image_size, cfg.image_size).contiguous(memory_format=torch.channels_last)
+    runs = {"last": lambda: stem.proj(pool_last(x)).sum().backward(), "first": lambda: stem(x).sum().backward()}
+    best = {k: float("inf") for k in runs}
+    for _ in range(3):
+        for name, fn in runs.items():
+            best[name] = min(best[name], timeit(fn, repeat=1))
+    return best["last"], best["first"]
+
+
+def cached_step_times(batch: int) -> tuple[float, float]:
+    """Best-of-3 training step times (interleaved) of the demo model with frozen encoders, without and
+    with the feature cache (filled by the warm-up call)."""
+    torch.manual_seed(0)
+    cfg = load_config(ROOT / "configs" / "demo" / "finetune.yaml").model
+    models = {}
+    for name in ("encoders", "cached"):
+        model = AMiFVQA(cfg, ["yes", "no", "2"], ["yes", "no", "2"])
+        model.freeze_image_encoder()
+        model.freeze_text_encoder()
+        model.cache_frozen_features(name == "cached")
+        models[name] = model.train()
+    size = cfg.image_encoder.image_size
+    px = torch.randn(batch, 3, size, size)
+    words = ["is there a lesion", "how many lesions are in the left upper part of the brain", "what modality is this"]
+    q, qm = models["cached"].tokenize_questions([words[i % 3] for i in range(batch)])
+    a, am = models["cached"].tokenize_answers(["yes"] * batch)
+
+    def step(model: AMiFVQA) -> None:
+        model.zero_grad()
+        model(px, q, qm, a, am).backward()
+
+    best = {k: float("inf") for k in models}
+    for _ in range(3):
+        for name, model in models.items():
+            best[name] = min(best[name], timeit(lambda m=model: step(m), repeat=1))
+    return best["encoders"], best["cached"]
 
 
 def blank_step_times(batch: int) -> tuple[float, float]:

@@ -91,6 +91,10 @@ def main() -> None:
         model.image_encoder.load_state_dict(torch.load(a.image_encoder_state))
     if a.freeze_image_encoder or cfg.run.freeze_image_encoder:
         model.freeze_image_encoder()
+    if cfg.run.freeze_text_encoder:
+        model.freeze_text_encoder()
+    if cfg.run.cache_frozen_features:
+        model.cache_frozen_features()
     train_ds = d["datasets"]["train"]
     train = cache(train_ds) if not a.no_cache else (None, train_ds.questions,
                                                         [r.answer for r in train_ds.records], None)

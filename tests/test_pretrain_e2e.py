@@ -131,6 +131,19 @@ def test_stage1_from_stage0_and_resume(stage0, dataset, tmp_path):
     assert "train/wpa" in (out / "logs" / "resume1" / "metrics.csv").read_text()
 
 
+def test_unvalidated_final_epochs_are_scored_and_kept(dataset, tmp_path):
+    """run.val_every_n_epochs that does not divide the run: the last epochs' weights are scored at the
+    end and kept (no validated checkpoint exists to beat them), not silently dropped."""
+    out = tmp_path / "s0"
+    cfg = load_config(CONFIG, _overrides(dataset, out, "run.max_epochs=1", "run.val_every_n_epochs=2"),
+                      cls=PretrainConfig)
+    summary = run_pretrain(cfg)
+    assert summary["global_steps"] == 64 // 16
+    assert summary["selected_checkpoint"] == "final weights (step 4)"
+    assert set(summary["final"]) >= {"i2t_r1", "t2i_r1", "recall_mean"}
+    assert summary["final"] != summary["initial"]  # the trained weights were scored, not the initial ones
+
+
 def _broken_dataset(root: Path) -> Path:
     """The generated dataset with an empty caption (line 3) and an unreadable image (line 5)."""
     make_caption_dataset(root, {"train": 3, "val": 2}, seed=1)

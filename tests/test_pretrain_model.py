@@ -344,3 +344,20 @@ def test_config_errors():
         load_config(None, ["losses.itgc=false", "losses.imvc=false", "losses.utgc=false"], cls=PretrainConfig)
     with pytest.raises(ConfigError, match="unknown key"):
         load_config(None, ["losses.lambda=0.1"], cls=PretrainConfig)
+
+
+def test_image_pooling_modes(base_model):
+    """losses.image_pooling: CLS, mean of all tokens, per-channel max over the patch tokens (whose
+    gradient reaches only the patch where each channel peaks)."""
+    tokens = torch.randn(2, 5, 4, requires_grad=True)
+    pooled = {}
+    for mode in ("cls", "mean", "max"):
+        pooled[mode] = _fresh(base_model, 0, image_pooling=mode).pool_image(tokens)
+    assert torch.equal(pooled["cls"], tokens[:, 0])
+    assert torch.allclose(pooled["mean"], tokens.mean(1))
+    assert torch.equal(pooled["max"], tokens[:, 1:].max(dim=1).values)
+    pooled["max"].sum().backward()
+    assert tokens.grad[:, 0].abs().sum() == 0  # CLS is not pooled
+    assert torch.equal(tokens.grad[:, 1:].sum(1), torch.ones(2, 4))  # one patch per channel
+    with pytest.raises(ConfigError, match="image_pooling"):
+        load_config(None, ["losses.image_pooling=attention"], cls=PretrainConfig)

@@ -1,6 +1,7 @@
 """Options that make the small from-scratch model trainable: conv stem, attention inits, frozen
 word embeddings (docs/demo.md explains why each exists)."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from amif.models.answer_decoder import AnswerDecoder
 from amif.models.attention import MultiHeadAttention
 from amif.models.coattention import CoAttentionFusion
 from amif.models.gated_cross_attention import GatedCrossAttention
-from amif.models.image_encoder import ConvStem, ImageEncoder
+from amif.models.image_encoder import ConvStem, ImageEncoder, sincos_position_embedding
 from amif.models.vqa import AMiFVQA
 from amif_train.optim import param_groups
 
@@ -81,6 +82,33 @@ def test_conv_stem_model_saves_and_loads(tmp_path):
     loaded = AMiFVQA.from_pretrained(tmp_path / "m").eval()
     r1, r2 = model.rank(px, q, qm), loaded.rank(px, q, qm)
     assert torch.equal(r1.indices, r2.indices) and torch.allclose(r1.log_likelihood, r2.log_likelihood)
+
+
+def test_sincos_position_init_makes_position_readable(tmp_path):
+    table = sincos_position_embedding(4, 48)
+    assert table.shape == (17, 48) and table[0].abs().sum() == 0
+    # every patch position is distinct, and the row / column halves depend only on the row / column
+    assert torch.cdist(table[1:], table[1:]).add(torch.eye(16) * 9).min() > 0.5
+    grid = table[1:].view(4, 4, 48)
+    assert torch.allclose(grid[:, 0, :24], grid[:, 3, :24]) and torch.allclose(grid[0, :, 24:], grid[3, :, 24:])
+    kw = dict(pretrained=None, image_size=32, patch_size=8, hidden_size=48, num_layers=1, num_heads=2,
+              intermediate_size=96, stem="conv")
+    enc = ImageEncoder(ImageEncoderConfig(**kw, position_init="sincos"))
+    pos = enc.model.embeddings.position_embedding.weight
+    assert torch.equal(pos.detach(), table) and pos.requires_grad  # learned from there on
+    assert ImageEncoder(ImageEncoderConfig(**kw)).model.embeddings.position_embedding.weight.std() < 0.05
+    # a saved model keeps its (trained) table instead of re-initialising it
+    model = build(["model.image_encoder.stem=conv", "model.image_encoder.position_init=sincos"])
+    with torch.no_grad():
+        model.image_encoder.model.embeddings.position_embedding.weight.add_(1.0)
+    model.save_pretrained(tmp_path / "m")
+    loaded = AMiFVQA.from_pretrained(tmp_path / "m")
+    assert torch.equal(loaded.image_encoder.model.embeddings.position_embedding.weight,
+                       model.image_encoder.model.embeddings.position_embedding.weight)
+    with pytest.raises(ConfigError, match="position_init"):
+        load_config(TINY_CONFIG, ["model.image_encoder.position_init=fixed"])
+    with pytest.raises(ConfigError, match="random initialisation"):
+        load_config(TINY_CONFIG, ["model.image_encoder.position_init=sincos", "model.image_encoder.pretrained=/x"])
 
 
 def _cross_std(dec: AnswerDecoder) -> float:
@@ -180,6 +208,58 @@ def test_frozen_image_encoder_keeps_weights_and_batchnorm_statistics():
     with pytest.raises(ConfigError, match="freeze_image_encoder"):
         from amif.config_pretrain import PretrainConfig
         load_config(CONFIGS / "demo" / "pretrain_stage0.yaml", ["run.freeze_image_encoder=true"], cls=PretrainConfig)
+
+
+def test_frozen_text_encoder_and_feature_cache_give_the_same_training():
+    """run.freeze_text_encoder + run.cache_frozen_features: the question encoder gets no gradient and
+    stays in eval mode; the cache encodes each distinct image / question once and gives the loss,
+    gradients and ranking of the uncached model."""
+    from amif_train.vqa_module import VQAModule
+
+    extra = ["model.image_encoder.stem=conv", "run.freeze_image_encoder=true", "run.freeze_text_encoder=true",
+             "run.cache_frozen_features=true", "model.fusion.dropout=0", "model.gca.dropout=0", "model.decoder.dropout=0"]
+    cfg = load_config(TINY_CONFIG, MICRO + extra)
+    torch.manual_seed(0)
+    plain = AMiFVQA(cfg.model, CANDIDATES, ["yes", "no", "left", "right"])
+    cached = AMiFVQA(cfg.model, CANDIDATES, ["yes", "no", "left", "right"])
+    cached.load_state_dict(plain.state_dict())
+    VQAModule(plain, dataclasses.replace(cfg.run, cache_frozen_features=False)).train()
+    VQAModule(cached, cfg.run).train()
+    assert not cached.text_encoder.training and cached.fusion.training
+    assert not any(p.requires_grad for p in cached.text_encoder.parameters())
+    calls = {"image": 0, "text": 0}
+    cached.image_encoder.register_forward_hook(lambda *a: calls.__setitem__("image", calls["image"] + 1))
+    cached.text_encoder.register_forward_hook(lambda *a: calls.__setitem__("text", calls["text"] + 1))
+    torch.manual_seed(1)
+    images = torch.randn(3, 3, 32, 32)
+    questions = ["is there a lesion?", "which side is the lesion on, left or right?", "is there a lesion?"]
+    answers = ["yes", "left", "no"]
+    for order in ([0, 1, 2], [2, 0, 1], [1, 1, 0]):  # batches of repeated and re-padded items
+        px = images[order]
+        q, qm = plain.tokenize_questions([questions[i] for i in order])
+        a, am = plain.tokenize_answers([answers[i] for i in order])
+        plain.zero_grad()
+        cached.zero_grad()
+        loss_p, loss_c = plain(px, q, qm, a, am), cached(px, q, qm, a, am)
+        loss_p.backward()
+        loss_c.backward()
+        assert torch.allclose(loss_p, loss_c, atol=1e-5)
+        for (name, gp), gc in zip(plain.named_parameters(), cached.parameters()):
+            if gp.grad is not None:
+                assert torch.allclose(gp.grad, gc.grad, atol=1e-5), name
+        r_p, r_c = plain.rank(px, q, qm), cached.rank(px, q, qm)
+        assert torch.equal(r_p.indices, r_c.indices)
+    # 3 distinct images and 2 distinct questions: one encoder call per batch that had new ones
+    assert len(cached._feature_cache["image_encoder"]) == 3 and len(cached._feature_cache["text_encoder"]) == 2
+    assert calls == {"image": 1, "text": 1}
+    with pytest.raises(ConfigError, match="needs a frozen encoder"):
+        load_config(TINY_CONFIG, MICRO + ["run.cache_frozen_features=true"])
+    with pytest.raises(ConfigError, match="augment"):
+        load_config(TINY_CONFIG, MICRO + ["run.cache_frozen_features=true", "run.freeze_image_encoder=true",
+                                          "data.augment.enabled=true"])
+    from amif.config_pretrain import PretrainConfig
+    with pytest.raises(ConfigError, match="freeze_text_encoder"):
+        load_config(CONFIGS / "demo" / "pretrain_stage0.yaml", ["run.freeze_text_encoder=true"], cls=PretrainConfig)
 
 
 def test_answer_restricted_output_vocabulary():

@@ -37,6 +37,12 @@ class ImageEncoderConfig:
     # encoders trained from scratch: a randomly initialised ViT with the patch stem does not learn the
     # demo's lesions from a few thousand images (docs/demo.md). Random initialisation only.
     stem: str = "patch"
+    # Start of the learned position embeddings of a randomly initialised encoder. "random": CLIP's
+    # N(0, 0.02). "sincos": fixed-frequency 2-D sine-cosine values (as MAE / MoCo v3 use for ViTs
+    # trained from scratch), still learned afterwards. With "random" the position signal is ~25x
+    # weaker than the conv stem's patch features after the demo's pre-training, and the tiny encoder
+    # cannot tell left from right (docs/demo.md). Random initialisation only.
+    position_init: str = "random"
 
 
 @dataclasses.dataclass
@@ -160,6 +166,12 @@ class RunConfig:
     # keep the image encoder as initialised (no gradient, eval mode): a small dataset cannot overwrite
     # what pre-training put in it (the demo: lesion features, docs/demo.md). Fine-tuning only.
     freeze_image_encoder: bool = False
+    # the same for the question encoder: the demo's pre-training locks it, and a frozen encoder's
+    # features can be cached (``cache_frozen_features``). Fine-tuning only.
+    freeze_text_encoder: bool = False
+    # keep each frozen encoder's output per distinct image / question in memory, so it is computed
+    # once per run, not once per step (same results). Needs deterministic inputs: no augmentation.
+    cache_frozen_features: bool = False
     progress_bar: bool = True
     save_top_k: int = 1
 
@@ -334,6 +346,7 @@ def validate_model(m: ModelConfig) -> None:
     """Cross-field checks of a model section (fine-tuning and pre-training configs share it)."""
     _choice(m.gca.prior_mode, ("vocab", "sentence"), "model.gca.prior_mode")
     _choice(m.image_encoder.stem, ("patch", "conv"), "model.image_encoder.stem")
+    _choice(m.image_encoder.position_init, ("random", "sincos"), "model.image_encoder.position_init")
     _choice(m.decoder.output_vocabulary, ("full", "answers"), "model.decoder.output_vocabulary")
     _choice(m.decoder.cross_attention_init, ("xavier", "bert"), "model.decoder.cross_attention_init")
     _choice(m.fusion.attention_init, ("bert", "xavier"), "model.fusion.attention_init")
@@ -341,6 +354,9 @@ def validate_model(m: ModelConfig) -> None:
     ie = m.image_encoder
     if ie.stem == "conv" and ie.pretrained:
         raise ConfigError("config.model.image_encoder.stem 'conv' has no pretrained weights: "
+                          "use it with image_encoder.pretrained: null")
+    if ie.position_init == "sincos" and ie.pretrained:
+        raise ConfigError("config.model.image_encoder.position_init 'sincos' is for random initialisation: "
                           "use it with image_encoder.pretrained: null")
     if ie.stem == "conv" and (ie.patch_size < 2 or ie.patch_size & (ie.patch_size - 1)):
         raise ConfigError(f"config.model.image_encoder.stem 'conv' needs a power-of-two patch_size, got {ie.patch_size}")
@@ -357,6 +373,13 @@ def validate(cfg: Any) -> None:
         validate_model(cfg.model)
         if not 0.0 <= cfg.run.warmup_fraction < 1.0:
             raise ConfigError("config.run.warmup_fraction must lie in [0, 1)")
+        if cfg.run.cache_frozen_features:
+            if not (cfg.run.freeze_image_encoder or cfg.run.freeze_text_encoder):
+                raise ConfigError("config.run.cache_frozen_features needs a frozen encoder "
+                                  "(run.freeze_image_encoder and/or run.freeze_text_encoder)")
+            if cfg.run.freeze_image_encoder and cfg.data.augment.enabled:
+                raise ConfigError("config.run.cache_frozen_features caches image features, which augmented "
+                                  "images would make unique every step: set data.augment.enabled: false")
 
 
 __all__ = [name for name in dir() if name.endswith("Config")] + [

@@ -87,7 +87,7 @@ class LossConfig:
     utgc: bool = True  # text-text relational distillation
     wpa: bool = True  # optimal-transport word-patch alignment (stage >= 1)
     itm: bool = True  # image-text matching with hard negatives (stage >= 1)
-    image_pooling: str = "cls"  # global image feature: cls (paper) | mean of all tokens
+    image_pooling: str = "cls"  # global image feature: cls (paper) | mean of all tokens | max over the patch tokens
     text_pooling: str = "cls"  # global text feature: cls (paper) | mean of the real tokens
     teacher: str = "caption"  # caption | <CLIP model folder> | <cache .safetensors> | none
     teacher_trust_remote_code: bool = False  # BiomedCLIP's HF port ships remote code
@@ -166,9 +166,10 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
         raise ConfigError(f"config.losses.target_mode must be 'logit' or 'mixture', got {L.target_mode!r}")
     if L.target_mode == "mixture" and not 0.0 <= L.lam <= 1.0:
         raise ConfigError(f"config.losses.lam must lie in [0, 1] with target_mode mixture, got {L.lam}")
-    for key in ("image_pooling", "text_pooling"):
-        if getattr(L, key) not in ("cls", "mean"):
-            raise ConfigError(f"config.losses.{key} must be 'cls' or 'mean', got {getattr(L, key)!r}")
+    if L.image_pooling not in ("cls", "mean", "max"):
+        raise ConfigError(f"config.losses.image_pooling must be 'cls', 'mean' or 'max', got {L.image_pooling!r}")
+    if L.text_pooling not in ("cls", "mean"):
+        raise ConfigError(f"config.losses.text_pooling must be 'cls' or 'mean', got {L.text_pooling!r}")
     if L.ot_method not in ("ipot", "sinkhorn"):
         raise ConfigError(f"config.losses.ot_method must be 'ipot' or 'sinkhorn', got {L.ot_method!r}")
     if L.hard_negative_mode not in ("sample", "most_similar"):
@@ -180,9 +181,10 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
         raise ConfigError("config.losses.hard_negative_temperature must be > 0 (or null)")
     if L.ipot_beta <= 0 or L.ipot_iters < 1 or L.sinkhorn_epsilon <= 0:
         raise ConfigError("config.losses needs ipot_beta > 0, ipot_iters >= 1 and sinkhorn_epsilon > 0")
-    if r.freeze_image_encoder:
-        raise ConfigError("config.run.freeze_image_encoder is a fine-tuning key; pre-training chooses the "
-                          "trained encoders with run.train_encoders")
+    for key in ("freeze_image_encoder", "freeze_text_encoder", "cache_frozen_features"):
+        if getattr(r, key):
+            raise ConfigError(f"config.run.{key} is a fine-tuning key; pre-training chooses the trained "
+                              "encoders with run.train_encoders (and caches text with run.cache_text_features)")
     if r.train_encoders is not None and not set(r.train_encoders) <= {"image", "text"}:
         raise ConfigError(f"config.run.train_encoders takes 'image' and/or 'text' (or null), got {r.train_encoders}")
     teacher = L.teacher.strip()

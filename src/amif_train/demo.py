@@ -41,7 +41,7 @@ MODELS = {
 # Fine-tuning runs: key -> extra overrides. The default demo runs question_only and pretrained
 # (scratch instead of pretrained without pre-training; both with with_scratch=True).
 FINETUNE_RUNS = {
-    "question_only": ["data.blank_images=true"],
+    "question_only": ["data.blank_images=true", "data.num_workers=0"],  # nothing to decode
     "scratch": ["run.freeze_image_encoder=false"],  # a random image encoder has to train
     "pretrained": [],  # + run.init_from=<stage 1 model>
 }
@@ -349,6 +349,8 @@ def run_demo(
     # 3. fine-tuning runs
     results: dict[str, dict[str, Any]] = {}
     rows_by_model: dict[str, list[dict]] = {}
+    # a run in the second process is collected first: training the next one meanwhile would put two
+    # fine-tuning runs on the two cores at once (measured: each took ~1.7x as long, docs/demo.md item 10)
     for key in run_keys:
         step(f"fine-tune and test: {MODELS[key]}")
         if key in background:

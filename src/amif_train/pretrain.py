@@ -20,7 +20,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
@@ -257,6 +257,7 @@ def _run(cfg: PretrainConfig, out: Path, resume: bool, say: _RunLog) -> dict[str
         filename="epoch{epoch:03d}-recall{val/recall_mean:.4f}" if has_val else "epoch{epoch:03d}",
         auto_insert_metric_name=False,
     )
+    validated = _ValidatedStep()
     last = out / "checkpoints" / "last.ckpt"
     resuming = resume and last.is_file()
     if resume and not resuming:
@@ -265,7 +266,7 @@ def _run(cfg: PretrainConfig, out: Path, resume: bool, say: _RunLog) -> dict[str
         default_root_dir=out, max_epochs=cfg.run.max_epochs, max_steps=cfg.run.max_steps,
         accelerator=cfg.run.accelerator, devices=cfg.run.devices, strategy=cfg.run.strategy,
         precision=cfg.run.precision, accumulate_grad_batches=cfg.run.accumulate_grad_batches,
-        gradient_clip_val=cfg.run.gradient_clip_val, callbacks=[ckpt],
+        gradient_clip_val=cfg.run.gradient_clip_val, callbacks=[ckpt, validated],
         logger=[CSVLogger(out, name="logs", version=csv_log_version(out, resuming)),
                 TensorBoardLogger(out, name="tensorboard", version="")],
         log_every_n_steps=cfg.run.log_every_n_steps, enable_progress_bar=cfg.run.progress_bar,
@@ -291,7 +292,16 @@ def _run(cfg: PretrainConfig, out: Path, resume: bool, say: _RunLog) -> dict[str
     fit_seconds = time.time() - fit_start
     selected = ckpt.best_model_path or ckpt.last_model_path
     final: dict[str, float] = {}
-    if has_val and selected:
+    if has_val and validated.step != trainer.global_step:
+        # the last epochs were not validated (run.val_every_n_epochs does not divide them): score the
+        # final weights and keep them unless a validated checkpoint retrieves better
+        final = _val_metrics(trainer.validate(module, val_loader, verbose=False))
+        best = ckpt.best_model_score
+        if ckpt.best_model_path and best is not None and float(best) > final["recall_mean"]:
+            final = _val_metrics(trainer.validate(module, val_loader, ckpt_path=selected, verbose=False))
+        else:
+            selected = f"final weights (step {trainer.global_step})"
+    elif has_val and selected:
         final = _val_metrics(trainer.validate(module, val_loader, ckpt_path=selected, verbose=False))
     elif selected:
         module.load_state_dict(torch.load(selected, map_location="cpu", weights_only=False)["state_dict"])
@@ -312,9 +322,20 @@ def _run(cfg: PretrainConfig, out: Path, resume: bool, say: _RunLog) -> dict[str
         "total_seconds": round(time.time() - started, 1),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
-    say(f"retrieval after training ({Path(selected).name if selected else 'no checkpoint'}): {_fmt(final)}")
+    say(f"retrieval after training ({Path(selected).name if selected else 'final weights'}): {_fmt(final)}")
     say(f"model written to {model_dir}; summary in {out / 'summary.json'}")
     return summary
+
+
+class _ValidatedStep(Callback):
+    """Remembers the global step of the last validation, to tell whether the final weights were scored."""
+
+    def __init__(self) -> None:
+        self.step = -1
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.step = trainer.global_step
 
 
 def _fmt(metrics: dict[str, float]) -> str:

@@ -38,6 +38,10 @@ class VQAModule(L.LightningModule):
         self.val_metric = VQAAccuracy(question_types=list(question_types))
         if run.freeze_image_encoder:
             model.freeze_image_encoder()
+        if run.freeze_text_encoder:
+            model.freeze_text_encoder()
+        if run.cache_frozen_features:
+            model.cache_frozen_features()
 
     def _tokenize(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         q, qm = self.model.tokenize_questions(batch["question"])

@@ -257,8 +257,13 @@ class AMiFPretrainModel(nn.Module):
 
     # ------------------------------------------------------------------ features
     def pool_image(self, tokens: Tensor) -> Tensor:
-        """The token the global image feature is projected from: CLS (paper) or the mean of all tokens."""
-        return tokens[:, 0] if self.losses_cfg.image_pooling == "cls" else tokens.mean(dim=1)
+        """The token the global image feature is projected from: CLS (paper), the mean of all tokens, or
+        the per-channel max over the patch tokens (each channel's gradient reaches the one patch where it
+        peaks, which keeps small findings local to their patches)."""
+        mode = self.losses_cfg.image_pooling
+        if mode == "cls":
+            return tokens[:, 0]
+        return tokens[:, 1:].amax(dim=1) if mode == "max" else tokens.mean(dim=1)
 
     def pool_text(self, tokens: Tensor, mask: Tensor) -> Tensor:
         """The token the global text feature is projected from: CLS (paper) or the mean of the real tokens."""

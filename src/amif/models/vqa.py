@@ -8,6 +8,7 @@ to the training run or to the original pretrained-weight folders.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 from transformers import AutoConfig, AutoTokenizer, CLIPVisionConfig, PreTrainedTokenizerBase
 
 from amif.config import ModelConfig, from_dict, to_dict
@@ -92,21 +94,75 @@ class AMiFVQA(nn.Module):
         self.set_answer_candidates(answer_candidates)
         self.set_vocabulary(vocabulary)
         self.meta: dict = {}  # free-form facts saved with the model (protocol, dataset, ...)
-        self.image_encoder_frozen = False
+        self.frozen_encoders: set[str] = set()
+        self._feature_cache: dict[str, dict] | None = None
         self.train()  # transformers' from_pretrained leaves sub-models in eval mode
 
     def freeze_image_encoder(self) -> None:
         """Keep the image encoder as it is: no gradient, and eval mode whatever ``train()`` is called
         with, so its BatchNorm statistics stay fixed too (``run.freeze_image_encoder``)."""
-        self.image_encoder.requires_grad_(False)
-        self.image_encoder_frozen = True
-        self.image_encoder.eval()
+        self._freeze("image_encoder")
+
+    def freeze_text_encoder(self) -> None:
+        """Keep the question encoder (and the word embeddings the GCA reads its prior from) as it is:
+        no gradient, eval mode (``run.freeze_text_encoder``)."""
+        self._freeze("text_encoder")
+
+    def _freeze(self, name: str) -> None:
+        module = getattr(self, name)
+        module.requires_grad_(False)
+        module.eval()
+        self.frozen_encoders.add(name)
+
+    def cache_frozen_features(self, enabled: bool = True) -> None:
+        """Keep the output of each frozen encoder per distinct image (keyed by a hash of its pixels) and
+        question (keyed by its token ids) in memory, so it is computed once per run instead of once per
+        step (``run.cache_frozen_features``). Encoders that train are never cached. For datasets whose
+        features fit in memory and images that are not augmented."""
+        self._feature_cache = {"image_encoder": {}, "text_encoder": {}} if enabled else None
+
+    def _cache(self, name: str) -> dict | None:
+        if self._feature_cache is None or name not in self.frozen_encoders:
+            return None
+        return self._feature_cache[name]
+
+    def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Image encoder tokens ``[B, 1 + P, D]`` (from the cache for a frozen, cached encoder)."""
+        cache = self._cache("image_encoder")
+        if cache is None:
+            return self.image_encoder(pixel_values)
+        host = pixel_values.detach().float().cpu().contiguous()
+        keys = [hashlib.blake2b(row.numpy().tobytes(), digest_size=16).digest() for row in host]
+        new = list({k: i for i, k in enumerate(keys) if k not in cache}.values())
+        if new:
+            with torch.no_grad():
+                out = self.image_encoder(pixel_values[new])
+            cache.update({keys[i]: out[j] for j, i in enumerate(new)})
+        return torch.stack([cache[k] for k in keys])
+
+    def encode_questions(self, question_ids: torch.Tensor, question_mask: torch.Tensor) -> torch.Tensor:
+        """Question encoder tokens ``[B, L, D]`` (from the cache for a frozen, cached encoder; there the
+        padded positions are zeros, which the fusion masks out like any padding)."""
+        cache = self._cache("text_encoder")
+        if cache is None:
+            return self.text_encoder(question_ids, question_mask)
+        lengths = question_mask.sum(1).tolist()
+        keys = [tuple(row[:n].tolist()) for row, n in zip(question_ids, lengths)]
+        new = list({k: i for i, k in enumerate(keys) if k not in cache}.values())
+        if new:
+            rows = torch.tensor(new, device=question_ids.device)
+            n = int(max(lengths[i] for i in new))
+            with torch.no_grad():
+                out = self.text_encoder(question_ids[rows, :n], question_mask[rows, :n])
+            cache.update({keys[i]: out[j, : lengths[i]] for j, i in enumerate(new)})
+        out = pad_sequence([cache[k] for k in keys], batch_first=True)
+        return torch.nn.functional.pad(out, (0, 0, 0, question_ids.shape[1] - out.shape[1]))
 
     def train(self, mode: bool = True) -> AMiFVQA:
-        """As ``nn.Module.train``; a frozen image encoder stays in eval mode."""
+        """As ``nn.Module.train``; a frozen encoder stays in eval mode."""
         super().train(mode)
-        if self.image_encoder_frozen:
-            self.image_encoder.eval()
+        for name in getattr(self, "frozen_encoders", ()):
+            getattr(self, name).eval()
         return self
 
     # ------------------------------------------------------------------ vocabularies
@@ -159,8 +215,8 @@ class AMiFVQA(nn.Module):
         ``pixel_values`` is [B, 3, H, W], or [1, 3, H, W]: one image shared by all B questions (encoded
         once; same result as B copies).
         """
-        image = self.image_encoder(pixel_values)
-        text = self.text_encoder(question_ids, question_mask)
+        image = self.encode_image(pixel_values)
+        text = self.encode_questions(question_ids, question_mask)
         if image.shape[0] == 1 and text.shape[0] > 1:
             image = image.expand(text.shape[0], -1, -1)
         x, y = self.fusion(text, question_mask, image)
