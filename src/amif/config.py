@@ -39,9 +39,9 @@ class ImageEncoderConfig:
     stem: str = "patch"
     # Start of the learned position embeddings of a randomly initialised encoder. "random": CLIP's
     # N(0, 0.02). "sincos": fixed-frequency 2-D sine-cosine values (as MAE / MoCo v3 use for ViTs
-    # trained from scratch), still learned afterwards. With "random" the position signal is ~25x
-    # weaker than the conv stem's patch features after the demo's pre-training, and the tiny encoder
-    # cannot tell left from right (docs/demo.md). Random initialisation only.
+    # trained from scratch), still learned afterwards. With "random" the table stays ~25x smaller
+    # than the conv stem's patch features through the demo's pre-training; "sincos" did not improve
+    # the demo's position answers, though (docs/demo.md item 10). Random initialisation only.
     position_init: str = "random"
 
 

@@ -57,8 +57,9 @@ class ConvStem(nn.Module):
     2021). On the demo's lesion-count task it learns where the patch stem does not (docs/demo.md).
 
     Pooling before BatchNorm and ReLU (rather than after) normalises and rectifies a quarter of the
-    values: the stem's forward + backward is ~1.6x faster on the 2-core CPU, and a linear probe
-    after the demo's stage-0 pre-training read the lesions as well (docs/demo.md, item 10)."""
+    values: the stem's forward + backward is 1.4-1.6x faster on the 2-core CPU (BENCHMARKS.md), and
+    a linear probe after the demo's stage-0 pre-training read the lesions as well (docs/demo.md,
+    item 10)."""
 
     def __init__(self, width: int, patch_size: int, in_channels: int = 3):
         super().__init__()
@@ -72,7 +73,7 @@ class ConvStem(nn.Module):
                        nn.ReLU()]
         self.blocks = nn.Sequential(*layers)
         self.proj = nn.Conv2d(chans[-1], width, 1)
-        # channels-last convolutions: the stem's forward + backward 1.27x faster on the 2-core CPU
+        # channels-last convolutions: the stem's forward + backward 1.6-1.9x faster on the 2-core CPU
         # (oneDNN; BENCHMARKS.md), and the layout GPUs prefer too
         self.to(memory_format=torch.channels_last)
 
