@@ -41,7 +41,7 @@ MODELS = {
 # Fine-tuning runs: key -> extra overrides. The default demo runs question_only and pretrained
 # (scratch instead of pretrained without pre-training; both with with_scratch=True).
 FINETUNE_RUNS = {
-    "question_only": ["data.blank_images=true", "data.num_workers=0"],  # nothing to decode
+    "question_only": ["data.blank_images=true"],
     "scratch": ["run.freeze_image_encoder=false"],  # a random image encoder has to train
     "pretrained": [],  # + run.init_from=<stage 1 model>
 }

@@ -112,8 +112,7 @@ class ImageEncoder(nn.Module):
         if cfg.stem == "conv":
             if cfg.pretrained and config is None and load_pretrained:
                 raise ValueError("image_encoder.stem 'conv' has no pretrained weights (set pretrained: null)")
-            tower = getattr(self.model, "vision_model", self.model)
-            tower.embeddings.patch_embedding = ConvStem(self.width, self.model.config.patch_size,
+            self.tower.embeddings.patch_embedding = ConvStem(self.width, self.model.config.patch_size,
                                                         self.model.config.num_channels)
         elif cfg.stem != "patch":
             raise ValueError(f"image_encoder.stem must be 'patch' or 'conv', got {cfg.stem!r}")
@@ -122,10 +121,14 @@ class ImageEncoder(nn.Module):
         if cfg.position_init == "sincos" and config is None:  # a rebuilt model gets its saved table
             if cfg.pretrained and load_pretrained:
                 raise ValueError("image_encoder.position_init 'sincos' is for random initialisation")
-            tower = getattr(self.model, "vision_model", self.model)
             grid = self.image_size // self.model.config.patch_size
             with torch.no_grad():
-                tower.embeddings.position_embedding.weight.copy_(sincos_position_embedding(grid, self.width))
+                self.tower.embeddings.position_embedding.weight.copy_(sincos_position_embedding(grid, self.width))
+
+    @property
+    def tower(self) -> nn.Module:
+        """The vision transformer itself: transformers 4.x wraps it in ``vision_model``, 5.x does not."""
+        return getattr(self.model, "vision_model", self.model)
 
     @property
     def num_patches(self) -> int:
@@ -136,6 +139,4 @@ class ImageEncoder(nn.Module):
             pixel_values=pixel_values,
             interpolate_pos_encoding=pixel_values.shape[-1] != self.image_size,
         )
-        # transformers 4.x wraps the tower in ``vision_model``; 5.x does not
-        tower = getattr(self.model, "vision_model", self.model)
-        return tower.post_layernorm(out.last_hidden_state)
+        return self.tower.post_layernorm(out.last_hidden_state)

@@ -30,7 +30,6 @@ import torch.nn.functional as F
 import yaml
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pad_sequence
 from transformers import AutoConfig, AutoTokenizer, CLIPVisionConfig, PreTrainedTokenizerBase
 
 from amif.config import ModelConfig, from_dict, to_dict
@@ -231,17 +230,7 @@ class AMiFPretrainModel(nn.Module):
         if grad or self._text_cache is None or keys is None:
             with torch.set_grad_enabled(grad):
                 return self.text_encoder(ids, mask)
-        cache, keys_l = self._text_cache, keys.tolist()
-        new = [i for i, k in enumerate(keys_l) if k not in cache]
-        if new:
-            with torch.no_grad():
-                rows = torch.tensor(new, device=ids.device)
-                n = int(mask[rows].sum(1).max())
-                tokens = self.text_encoder(ids[rows, :n], mask[rows, :n])
-            for j, i in enumerate(new):
-                cache[keys_l[i]] = tokens[j, : int(mask[i].sum())].detach()
-        out = pad_sequence([cache[k] for k in keys_l], batch_first=True)  # zeros after each caption
-        return F.pad(out, (0, 0, 0, ids.shape[1] - out.shape[1]))
+        return self.text_encoder.encode_cached(ids, mask, keys.tolist(), self._text_cache)
 
     @property
     def encoders_frozen(self) -> bool:

@@ -6,10 +6,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
 
 from amif.config import TextEncoderConfig
@@ -74,3 +77,27 @@ class TextEncoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    def encode_cached(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        keys: Sequence[Hashable],
+        cache: dict[Hashable, torch.Tensor],
+    ) -> torch.Tensor:
+        """``forward`` for a frozen encoder, through ``cache`` (key -> that text's real tokens).
+
+        Texts whose key is not cached yet are encoded once, without gradient, trimmed to their own
+        length. The result is ``[B, L, D]`` like ``forward``, with zeros at the padded positions (which
+        attention masks out like any padding), so it does not depend on what a text was padded with.
+        """
+        lengths = attention_mask.sum(1).tolist()
+        new = list({k: i for i, k in enumerate(keys) if k not in cache}.values())
+        if new:
+            rows = torch.tensor(new, device=input_ids.device)
+            n = int(max(lengths[i] for i in new))
+            with torch.no_grad():
+                out = self(input_ids[rows, :n], attention_mask[rows, :n])
+            cache.update({keys[i]: out[j, : int(lengths[i])] for j, i in enumerate(new)})
+        out = pad_sequence([cache[k] for k in keys], batch_first=True)
+        return F.pad(out, (0, 0, 0, input_ids.shape[1] - out.shape[1]))

@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.nn.utils.rnn import pad_sequence
 from transformers import AutoConfig, AutoTokenizer, CLIPVisionConfig, PreTrainedTokenizerBase
 
 from amif.config import ModelConfig, from_dict, to_dict
@@ -146,17 +145,8 @@ class AMiFVQA(nn.Module):
         cache = self._cache("text_encoder")
         if cache is None:
             return self.text_encoder(question_ids, question_mask)
-        lengths = question_mask.sum(1).tolist()
-        keys = [tuple(row[:n].tolist()) for row, n in zip(question_ids, lengths)]
-        new = list({k: i for i, k in enumerate(keys) if k not in cache}.values())
-        if new:
-            rows = torch.tensor(new, device=question_ids.device)
-            n = int(max(lengths[i] for i in new))
-            with torch.no_grad():
-                out = self.text_encoder(question_ids[rows, :n], question_mask[rows, :n])
-            cache.update({keys[i]: out[j, : lengths[i]] for j, i in enumerate(new)})
-        out = pad_sequence([cache[k] for k in keys], batch_first=True)
-        return torch.nn.functional.pad(out, (0, 0, 0, question_ids.shape[1] - out.shape[1]))
+        keys = [tuple(row[:n].tolist()) for row, n in zip(question_ids, question_mask.sum(1).tolist())]
+        return self.text_encoder.encode_cached(question_ids, question_mask, keys, cache)
 
     def train(self, mode: bool = True) -> AMiFVQA:
         """As ``nn.Module.train``; a frozen encoder stays in eval mode."""
