@@ -36,12 +36,15 @@ CORPUS_KINDS = ("roco", "medicat", "mimic_cxr", "mimic", "pmc_oa", "captions")
 class CorpusConfig:
     """One image-caption corpus read by :func:`amif.data.pretrain_corpora.read_corpus`.
 
-    ``root`` empty means ``data.root``. ``options`` go to the reader (e.g. ``csv_name``, ``image_dir``,
+    ``root`` empty means ``data.root``. ``name`` (default: ``kind``) keys the corpus's rows in a teacher
+    cache and its study ids in the hard-negative exclusion; corpora of one run need distinct names.
+    ``options`` go to the reader (e.g. ``csv_name``, ``image_dir``,
     ``abs_prefix``, ``max_rows``); ``split`` selects ``captions_{split}.jsonl`` for ``kind: captions``
     and is the record split label for the other readers.
     """
 
     kind: str = "captions"
+    name: str = ""
     root: str = ""
     split: str = "train"
     options: dict[str, Any] = dataclasses.field(default_factory=dict)

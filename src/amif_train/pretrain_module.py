@@ -11,7 +11,7 @@ import torch
 from amif.config_pretrain import PretrainRunConfig
 from amif.models.pretrain import AMiFPretrainModel
 from amif.retrieval import caption_positive_mask, recall_at_k
-from amif.teacher import Teacher
+from amif.teachers import Teacher
 from amif_train.optim import adamw, param_groups, warmup_cosine
 
 

@@ -78,8 +78,10 @@ class PretrainCollate:
 
     Stacks ``image1``/``image2`` (and ``teacher_image1``/``teacher_image2`` when present), tokenises the
     cleaned captions (``[CLS] ... [SEP]``, at most ``max_length`` tokens, padded to the longest) into
-    ``input_ids``/``attention_mask``, and keeps ``caption``, ``id``, ``id2`` (lists), ``index`` and
-    ``caption_key`` (LongTensors; equal captions have equal keys, for retrieval positives).
+    ``input_ids``/``attention_mask``, and keeps ``caption``, ``id``, ``id2``, ``corpus`` (lists), ``index``,
+    ``caption_key`` (LongTensors; equal captions have equal keys, for retrieval positives and for
+    keeping duplicates out of the hard negatives) and ``study_key`` (equal for the views of one study of
+    one corpus).
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int = 120) -> None:
@@ -103,6 +105,9 @@ class PretrainCollate:
         out["id2"] = [str(it.get("id2", it.get("id", i))) for i, it in enumerate(items)]
         out["index"] = torch.tensor([int(it.get("index", i)) for i, it in enumerate(items)], dtype=torch.long)
         out["caption_key"] = torch.tensor([caption_key(c) for c in captions], dtype=torch.long)
+        out["corpus"] = [str(it.get("corpus", "")) for it in items]
+        studies = [f"{c}\x1f{it.get('study_id', it.get('id', i))}" for i, (c, it) in enumerate(zip(out["corpus"], items))]
+        out["study_key"] = torch.tensor([caption_key(k) for k in studies], dtype=torch.long)
         return out
 
 
