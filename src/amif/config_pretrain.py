@@ -105,6 +105,7 @@ class LossConfig:
     ipot_beta: float = 0.5
     ipot_iters: int = 50
     sinkhorn_epsilon: float = 0.1
+    sinkhorn_iters: int = 100
     hard_negative_mode: str = "sample"  # sample (softmax(sim/τ)) | most_similar
     hard_negative_temperature: float | None = None  # None: the current image-text temperature
 
@@ -182,8 +183,9 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
         raise ConfigError("config.losses needs 0 < temperature_min <= temperature_init <= temperature_max")
     if L.hard_negative_temperature is not None and L.hard_negative_temperature <= 0:
         raise ConfigError("config.losses.hard_negative_temperature must be > 0 (or null)")
-    if L.ipot_beta <= 0 or L.ipot_iters < 1 or L.sinkhorn_epsilon <= 0:
-        raise ConfigError("config.losses needs ipot_beta > 0, ipot_iters >= 1 and sinkhorn_epsilon > 0")
+    if L.ipot_beta <= 0 or L.ipot_iters < 1 or L.sinkhorn_epsilon <= 0 or L.sinkhorn_iters < 1:
+        raise ConfigError("config.losses needs ipot_beta > 0, ipot_iters >= 1, sinkhorn_epsilon > 0 and "
+                          "sinkhorn_iters >= 1")
     for key in ("freeze_image_encoder", "freeze_text_encoder", "cache_frozen_features"):
         if getattr(r, key):
             raise ConfigError(f"config.run.{key} is a fine-tuning key; pre-training chooses the trained "

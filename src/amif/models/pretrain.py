@@ -377,7 +377,7 @@ class AMiFPretrainModel(nn.Module):
             if on["wpa"]:
                 dist_ot = wpa_loss(
                     x_pos, y_pos[:, 1:], wpa_text_mask(mask), None, method=lc.ot_method, beta=lc.ipot_beta,
-                    iterations=lc.ipot_iters, epsilon=lc.sinkhorn_epsilon,
+                    iterations=lc.ipot_iters, epsilon=lc.sinkhorn_epsilon, sinkhorn_iterations=lc.sinkhorn_iters,
                 )
                 losses["wpa"] = dist_ot.mean() * lc.wpa_weight
         return (losses, aux) if return_aux else losses
