@@ -297,7 +297,8 @@ class AMiFPretrainModel(nn.Module):
             stage: overrides the model's stage for the choice of losses (freezing follows :meth:`set_stage`).
             generator: random generator of the hard-negative draws (``hard_negative_mode: sample``).
             return_aux: also return ``pos_index``, ``neg_text``, ``neg_image`` (global rows), ``itm_logits``,
-                ``itm_labels``.
+                ``itm_labels``, ``itm_keep`` (the ITM pairs in the loss) and ``itm_skipped`` (how many
+                negative pairs were left out for want of an admissible negative).
         """
         stage = self.stage if stage is None else stage
         lc = self.losses_cfg
@@ -353,7 +354,8 @@ class AMiFPretrainModel(nn.Module):
             text_in = self.fusion.text_proj(text_tokens)
             image_in = self.fusion.image_proj(img1_tokens)
             if on["itm"]:
-                neg_text, neg_image = self._hard_negatives(a1.detach(), t.detach(), pos, generator)
+                neg_text, neg_image, ok_text, ok_image = self._hard_negatives(
+                    a1.detach(), t.detach(), pos, generator, batch)
                 # Raw encoder tokens of the negatives (frozen, no gradient) are gathered, then projected
                 # here, so the projections get the same gradient as in one process.
                 text_raw_all = gather_no_grad(text_tokens)
@@ -369,8 +371,10 @@ class AMiFPretrainModel(nn.Module):
                 logits = self.itm_head(torch.cat([x[:, 0], y[:, 0]], dim=-1))
                 labels = torch.zeros(3 * b, dtype=torch.long, device=logits.device)
                 labels[:b] = 1
-                losses["itm"] = itm_loss(logits, labels)
-                aux.update(neg_text=neg_text, neg_image=neg_image, itm_logits=logits.detach(), itm_labels=labels)
+                keep = torch.cat([torch.ones_like(ok_text), ok_text, ok_image])
+                losses["itm"] = itm_loss(logits, labels, keep)
+                aux.update(neg_text=neg_text, neg_image=neg_image, itm_logits=logits.detach(), itm_labels=labels,
+                           itm_keep=keep, itm_skipped=(~keep).sum())
                 x_pos, y_pos = x[:b], y[:b]
             else:
                 x_pos, y_pos = self.fusion.fuse(text_in, mask, image_in, None)
@@ -384,9 +388,17 @@ class AMiFPretrainModel(nn.Module):
 
     @torch.no_grad()
     def _hard_negatives(
-        self, a: Tensor, t: Tensor, pos: Tensor, generator: torch.Generator | None
-    ) -> tuple[Tensor, Tensor]:
-        """One negative text per local image and one negative image per local text (global rows)."""
+        self, a: Tensor, t: Tensor, pos: Tensor, generator: torch.Generator | None,
+        batch: Mapping[str, Any] | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One negative text per local image and one negative image per local text (global rows), and
+        whether each could be drawn.
+
+        A pair of the same study (``study_key``) or with the same caption (``caption_key``) is a positive
+        in all but name, so neither is ever drawn: an image's negative caption is neither its own text nor
+        a caption of its study, a caption's negative image neither its own image nor one of its study.
+        A row left with no admissible column gets ``False`` (its ITM pair is then left out and counted).
+        """
         lc = self.losses_cfg
         tau = lc.hard_negative_temperature
         if tau is None:
@@ -395,8 +407,17 @@ class AMiFPretrainModel(nn.Module):
         with torch.autocast(device_type=a.device.type, enabled=False):
             sim_i2t = a.float() @ t_all.float().T
             sim_t2i = t.float() @ a_all.float().T
-        kw = dict(temperature=tau, mode=lc.hard_negative_mode, generator=generator)
-        return sample_hard_negatives(sim_i2t, pos, **kw), sample_hard_negatives(sim_t2i, pos, **kw)
+        exclude = None
+        for key in ("caption_key", "study_key"):
+            if batch is not None and isinstance(batch.get(key), Tensor):
+                local = batch[key].to(a.device)
+                same = local[:, None] == gather_no_grad(local)[None, :]
+                exclude = same if exclude is None else exclude | same
+        kw = dict(temperature=tau, mode=lc.hard_negative_mode, generator=generator, exclude=exclude,
+                  return_valid=True)
+        neg_text, ok_text = sample_hard_negatives(sim_i2t, pos, **kw)
+        neg_image, ok_image = sample_hard_negatives(sim_t2i, pos, **kw)
+        return neg_text, neg_image, ok_text, ok_image
 
     @torch.no_grad()
     def clamp_temperatures(self) -> None:
