@@ -174,3 +174,32 @@ def test_cli_reports_a_bad_folder_in_one_line(tmp_path):
     assert out.returncode != 0
     lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "1 missing: logit_scale" in lines[0], out.stderr
+
+
+@pytest.mark.parametrize("trust", [True, False])
+def test_hf_port_with_remote_code_points_at_the_released_folder(tmp_path, trust):
+    """A folder shaped like chuhac/BiomedCLIP-vit-bert-hf: config.json with auto_map and model code that
+    imports transformers.modeling_attn_mask_utils (gone in transformers 5)."""
+    port = tmp_path / "BiomedCLIP-vit-bert-hf"
+    port.mkdir()
+    (port / "config.json").write_text(json.dumps({
+        "model_type": "biomed_clip", "architectures": ["BiomedCLIPModel"],
+        "auto_map": {"AutoConfig": "configuration_biomed_clip.BiomedCLIPConfig",
+                     "AutoModel": "modeling_biomed_clip.BiomedCLIPModel"}}))
+    (port / "configuration_biomed_clip.py").write_text(
+        "from transformers import PretrainedConfig\n\n\nclass BiomedCLIPConfig(PretrainedConfig):\n"
+        "    model_type = 'biomed_clip'\n")
+    (port / "modeling_biomed_clip.py").write_text(
+        "from transformers import PreTrainedModel\n"
+        "from transformers.modeling_attn_mask_utils import _prepare_4d_attention_mask\n\n"
+        "from .configuration_biomed_clip import BiomedCLIPConfig\n\n\n"
+        "class BiomedCLIPModel(PreTrainedModel):\n    config_class = BiomedCLIPConfig\n")
+    (port / "model.safetensors").write_bytes(b"")
+    (port / "vocab.txt").write_text("[PAD]\n[UNK]\n")
+    with pytest.raises(CheckpointError) as info:
+        load_teacher(port, trust_remote_code=trust)
+    text = str(info.value)
+    assert "BiomedCLIP-PubMedBERT_256-vit_base_patch16_224" in text and "open_clip_config.json" in text
+    assert "\n" not in text
+    if trust:  # the cause is named too
+        assert "No module named 'transformers.modeling_attn_mask_utils'" in text

@@ -92,8 +92,8 @@ class LossConfig:
     itm: bool = True  # image-text matching with hard negatives (stage >= 1)
     image_pooling: str = "cls"  # global image feature: cls (paper) | mean of all tokens | max over the patch tokens
     text_pooling: str = "cls"  # global text feature: cls (paper) | mean of the real tokens
-    teacher: str = "caption"  # caption | <CLIP model folder> | <cache .safetensors> | none
-    teacher_trust_remote_code: bool = False  # BiomedCLIP's HF port ships remote code
+    teacher: str = "caption"  # caption | <open_clip folder> | <CLIP model folder> | <cache .safetensors> | none
+    teacher_trust_remote_code: bool = False  # for transformers folders shipped as remote code
     lam: float = 0.01  # the flexibility weight λ on each positive
     target_mode: str = "logit"  # logit (published code) | mixture
     label_smoothing: float = 0.1  # hard-label fallback (teacher: none)

@@ -80,7 +80,8 @@ def load_teacher_from_config(spec: str, trust_remote_code: bool = False) -> Teac
     kwargs: dict[str, Any] = {}
     if Path(s).is_dir() and trust_remote_code:
         kwargs["trust_remote_code"] = True
-    teacher = load_teacher(s, "cpu", **kwargs)
+    with torch.random.fork_rng():  # building a teacher's modules must not move the run's random stream
+        teacher = load_teacher(s, "cpu", **kwargs)
     if isinstance(teacher, CaptionSimilarityTeacher):
         teacher = MemoCaptionTeacher(teacher)
     return teacher

@@ -62,6 +62,14 @@ def _read_preprocessor(path: Path) -> dict[str, Any]:
     return out
 
 
+def _remote_code(path: Path) -> bool:
+    """Whether the folder's ``config.json`` points at model code shipped in the folder (``auto_map``)."""
+    try:
+        return "auto_map" in json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 class CLIPTeacher(Teacher):
     """A CLIP-style model (``get_image_features`` / ``get_text_features``) as the soft-label teacher."""
 
@@ -111,8 +119,11 @@ class CLIPTeacher(Teacher):
 
         ``logit_scale`` overrides the model's learned scale (``exp(model.logit_scale)``). Nothing is
         downloaded (``local_files_only=True``); ``trust_remote_code`` is needed for models shipped as
-        remote code (the HF port of BiomedCLIP).
+        remote code. A remote-code folder that does not load (the HF port of BiomedCLIP imports
+        ``transformers.modeling_attn_mask_utils``, which transformers 5 removed) raises a CheckpointError
+        pointing at the released open_clip folder, which :class:`~amif.teachers.OpenCLIPTeacher` loads.
         """
+        import transformers
         from transformers import AutoModel, AutoTokenizer
 
         path = Path(path)
@@ -122,7 +133,14 @@ class CLIPTeacher(Teacher):
             tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True,
                                                       trust_remote_code=trust_remote_code)
         except Exception as e:  # transformers / safetensors raise many types on a broken folder
-            raise CheckpointError(f"cannot load the teacher from {path}: {type(e).__name__}: {e}") from e
+            first = (str(e).strip().splitlines() or [""])[0]
+            if _remote_code(path):
+                raise CheckpointError(
+                    f"cannot load the remote-code model in {path} (e.g. the HF port chuhac/BiomedCLIP-vit-bert-hf) "
+                    f"under transformers {transformers.__version__}: {type(e).__name__}: {first}; use BiomedCLIP "
+                    f"as released instead (microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224: "
+                    f"open_clip_config.json + open_clip_pytorch_model.bin, docs/pretrained-weights.md)") from e
+            raise CheckpointError(f"cannot load the teacher from {path}: {type(e).__name__}: {first}") from e
         pre = _read_preprocessor(path)
         vision = getattr(model.config, "vision_config", None)
         image_size = pre.get("image_size") or getattr(vision, "image_size", None) or 224
