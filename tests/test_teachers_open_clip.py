@@ -152,6 +152,12 @@ BAD = {
 }
 
 
+def test_a_folder_of_neither_kind_says_what_it_needs(tmp_path):
+    (tmp_path / "vocab.txt").write_text("[PAD]\n")
+    with pytest.raises(CheckpointError, match="neither open_clip_config.json .* nor config.json"):
+        load_teacher(tmp_path)
+
+
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_folders_name_the_problem(tmp_path, case):
     edit, message = BAD[case]

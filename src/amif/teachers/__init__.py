@@ -19,13 +19,13 @@ from typing import Any
 import torch
 
 from amif.data.transforms import CLIP_MEAN, CLIP_STD
-from amif.errors import ConfigError
+from amif.errors import CheckpointError, ConfigError
 from amif.teachers.base import Teacher, TeacherEmbeddings
 from amif.teachers.cache import CachedTeacher, build_teacher_cache, cache_index_path
 from amif.teachers.caption import CaptionSimilarityTeacher
 from amif.teachers.clip import CLIPTeacher
 from amif.teachers.memo import MemoCaptionTeacher
-from amif.teachers.open_clip import OpenCLIPTeacher, is_open_clip_folder
+from amif.teachers.open_clip import OPEN_CLIP_CONFIG, OpenCLIPTeacher, is_open_clip_folder
 
 __all__ = [
     "CLIP_MEAN",
@@ -58,6 +58,9 @@ def load_teacher(spec: str | Path, device: str | torch.device = "cpu", **kwargs:
     if p.is_dir() and is_open_clip_folder(p):
         kwargs.pop("trust_remote_code", None)  # built here from the config: no remote code involved
         return OpenCLIPTeacher.from_folder(p, device, **kwargs)
+    if p.is_dir() and not (p / "config.json").is_file():
+        raise CheckpointError(f"teacher folder {p} has neither {OPEN_CLIP_CONFIG} (an open_clip model such as "
+                              "BiomedCLIP as released) nor config.json (a transformers model)")
     if p.is_dir():
         return CLIPTeacher.from_folder(p, device, **kwargs)
     raise ConfigError(f"teacher {s!r} is neither 'caption', a teacher cache (.safetensors) nor a model folder")
