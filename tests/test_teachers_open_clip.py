@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from amif.errors import CheckpointError
 from amif.teachers import OpenCLIPTeacher, load_teacher
+from amif_train.cli import main as cli_main
 from biomedclip_fixture import write_biomedclip
 
 torch.set_num_threads(1)
@@ -169,17 +168,16 @@ def test_bad_folders_name_the_problem(tmp_path, case):
     assert message in text and "\n" not in text
 
 
-def test_cli_reports_a_bad_folder_in_one_line(tmp_path):
+def test_cli_reports_a_bad_folder_in_one_line(tmp_path, capsys):
     write_biomedclip(tmp_path / "bc")
     _resave(tmp_path / "bc", lambda s: s.pop("logit_scale"))
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "captions_train.jsonl").write_text(json.dumps({"id": "1", "image": "x.png", "caption": "a", "split": "train"}))
-    out = subprocess.run([sys.executable, "-m", "amif_train.cli", "teacher-cache", "--corpus", "captions", "--root",
-                          str(tmp_path / "c"), "--teacher", str(tmp_path / "bc"), "--out", str(tmp_path / "o.safetensors")],
-                         capture_output=True, text=True)
-    assert out.returncode != 0
-    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "1 missing: logit_scale" in lines[0], out.stderr
+    code = cli_main(["teacher-cache", "--corpus", "captions", "--root", str(tmp_path / "c"), "--teacher",
+                     str(tmp_path / "bc"), "--out", str(tmp_path / "o.safetensors")])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and "1 missing: logit_scale" in lines[0], err
 
 
 @pytest.mark.parametrize("trust", [True, False])
