@@ -182,3 +182,19 @@ def test_itm_loss_is_plain_cross_entropy_without_clamping():
     assert (logits.grad.abs() > 1e-3).all()
     with pytest.raises(ValueError):
         itm_loss(torch.zeros(3, 3), labels)
+
+
+@pytest.mark.parametrize("mode", ["sample", "most_similar"])
+def test_rows_with_nothing_admissible_are_flagged_not_drawn(mode):
+    sim = _sim(3, 5, seed=4)
+    pos = torch.tensor([0, 1, 2])
+    exclude = torch.zeros(3, 5, dtype=torch.bool)
+    exclude[1] = True  # row 1: nothing left
+    exclude[0, 3:] = True  # row 0: only column 1 or 2
+    idx, ok = sample_hard_negatives(sim, pos, mode=mode, exclude=exclude, return_valid=True,
+                                    generator=torch.Generator().manual_seed(0))
+    assert ok.tolist() == [True, False, True]
+    assert int(idx[0]) in (1, 2) and int(idx[1]) == 1 and int(idx[2]) != 2
+    keep = torch.tensor([True, True, True, True, False, True])
+    logits, labels = torch.randn(6, 2), torch.tensor([1, 1, 1, 0, 0, 0])
+    torch.testing.assert_close(itm_loss(logits, labels, keep), itm_loss(logits[keep], labels[keep]))

@@ -162,3 +162,35 @@ def test_wpa_half_precision_and_bad_method():
     assert d.dtype == torch.float32 and torch.isfinite(d).all() and (d > 0).all()
     with pytest.raises(ConfigError):
         wpa_loss(txt, img, xm, ym, method="emd")
+
+
+@pytest.mark.parametrize("method", ["ipot", "sinkhorn"])
+def test_plans_are_float32_under_bf16_autocast(method):
+    """A 118 x 324 plan (caption tokens x 18 x 18 patches) under CPU bf16 autocast equals the float32 plan."""
+    g = torch.Generator().manual_seed(0)
+    txt, img = torch.randn(2, 118, 32, generator=g), torch.randn(2, 324, 32, generator=g)
+    xm = torch.ones(2, 118, dtype=torch.bool)
+    xm[1, 90:] = False
+    cost = cosine_cost(txt, img, xm)
+    solve = (lambda c: ipot(c, xm, None)) if method == "ipot" else (lambda c: sinkhorn(c, xm, None, iterations=50))
+    want = solve(cost)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = solve(cost)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-9)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16_bmm = torch.bmm(cost, want.transpose(1, 2))
+    assert bf16_bmm.dtype == torch.bfloat16  # autocast is active here, so the guard above is what kept float32
+    d_cached = wpa_loss(txt, img, xm, None, method=method, sinkhorn_iterations=50)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        d_auto = wpa_loss(txt, img, xm, None, method=method, sinkhorn_iterations=50)
+    torch.testing.assert_close(d_auto, d_cached, rtol=1e-6, atol=1e-7)
+
+
+def test_sinkhorn_has_its_own_iteration_count():
+    g = torch.Generator().manual_seed(1)
+    txt, img = torch.randn(1, 6, 8, generator=g), torch.randn(1, 9, 8, generator=g)
+    few = wpa_loss(txt, img, method="sinkhorn", iterations=1, sinkhorn_iterations=2)
+    many = wpa_loss(txt, img, method="sinkhorn", iterations=1, sinkhorn_iterations=200)
+    assert not torch.allclose(few, many)
+    torch.testing.assert_close(many, wpa_loss(txt, img, method="sinkhorn", iterations=50, sinkhorn_iterations=200))

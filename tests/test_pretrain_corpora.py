@@ -277,7 +277,7 @@ def test_pretrain_dataset_items(mimic):
     assert len(ds) == 3 and len(ds.records) == 6
     item = ds[0]
     assert set(item) == {"image1", "image2", "teacher_image1", "teacher_image2", "caption", "id", "id2",
-                         "study_id", "index"}
+                         "study_id", "index", "corpus"}
     assert item["image1"].shape == (3, 12, 12)
     assert item["caption"] == "findings study s1 no acute process"
     views = {r.id: r.view for r in records}

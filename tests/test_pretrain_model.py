@@ -205,7 +205,7 @@ def test_hard_negatives_never_positive_and_follow_similarity(base_model):
     pos = torch.arange(n)
     seen = torch.zeros(n, n)
     for _ in range(100):
-        neg_t, neg_i = m._hard_negatives(a, t, pos, g)
+        neg_t, neg_i, *_ = m._hard_negatives(a, t, pos, g)
         assert not bool((neg_t == pos).any()) and not bool((neg_i == pos).any())
         seen[pos, neg_t] += 1
     assert float(seen.diagonal().sum()) == 0.0
@@ -215,7 +215,7 @@ def test_hard_negatives_never_positive_and_follow_similarity(base_model):
     assert float(seen[pos, hardest].sum()) > float(seen[pos, easiest].sum())
     # most_similar mode is the arg-max over the non-positive columns
     m.losses_cfg = dataclasses.replace(m.losses_cfg, hard_negative_mode="most_similar")
-    neg_t, neg_i = m._hard_negatives(a, t, pos, None)
+    neg_t, neg_i, *_ = m._hard_negatives(a, t, pos, None)
     assert torch.equal(neg_t, hardest)
     # inside forward, too
     _, aux = m(_batch(), _teacher(), teacher_scale=20.0, return_aux=True)
@@ -361,3 +361,49 @@ def test_image_pooling_modes(base_model):
     assert torch.equal(tokens.grad[:, 1:].sum(1), torch.ones(2, 4))  # one patch per channel
     with pytest.raises(ConfigError, match="image_pooling"):
         load_config(None, ["losses.image_pooling=attention"], cls=PretrainConfig)
+
+
+def test_hard_negatives_skip_duplicate_captions_and_same_study(base_model):
+    """64 rows, row 1 repeats row 0's caption, rows 2-3 are views of one study: in 2,000 draws no
+    image gets its duplicate / same-study caption, and no caption such an image (before the fix the
+    duplicate was drawn in ~all draws: it is the most similar column)."""
+    m = _fresh(base_model, 1)
+    g = torch.Generator().manual_seed(0)
+    feats = F.normalize(torch.randn(64, 16, generator=g), dim=-1)
+    feats[1] = feats[0]
+    feats[3] = F.normalize(feats[2] + 0.01, dim=-1)
+    keys = torch.arange(64)
+    keys[1] = keys[0]
+    study = torch.arange(64) + 100
+    study[3] = study[2]
+    batch = {"caption_key": keys, "study_key": study}
+    pos = torch.arange(64)
+    hits = {0: 0, 1: 0, 2: 0, 3: 0}
+    for _ in range(2000):
+        nt, ni, ok_t, ok_i = m._hard_negatives(feats, feats, pos, g, batch)
+        assert bool(ok_t.all() and ok_i.all())
+        for row, bad in ((0, 1), (1, 0), (2, 3), (3, 2)):
+            hits[row] += int(nt[row] == bad) + int(ni[row] == bad)
+    assert hits == {0: 0, 1: 0, 2: 0, 3: 0}
+    # without the keys the duplicate is drawn almost always: the test above can fail
+    drawn = sum(int(m._hard_negatives(feats, feats, pos, g, {})[0][0] == 1) for _ in range(200))
+    assert drawn > 150
+
+
+def test_rows_without_an_admissible_negative_are_left_out_and_counted(base_model):
+    m = _fresh(base_model, 1)
+    m.eval()
+    batch = _batch(3)
+    batch["caption_key"] = torch.arange(B)
+    batch["study_key"] = torch.tensor([7, 7, 7, 7, 8, 9])  # rows 0-3: one study, rows 4-5 only have each other
+    batch["study_key"][5] = 8  # now all rows share a study with another, and rows 4-5 form a pair
+    with torch.no_grad():
+        losses, aux = m(batch, return_aux=True, generator=torch.Generator().manual_seed(0))
+    assert int(aux["itm_skipped"]) == 0
+    batch["study_key"] = torch.full((B,), 5)  # one study: nothing is admissible
+    with torch.no_grad():
+        losses, aux = m(batch, return_aux=True, generator=torch.Generator().manual_seed(0))
+    assert int(aux["itm_skipped"]) == 2 * B
+    assert aux["itm_keep"].tolist() == [True] * B + [False] * (2 * B)
+    positives = F.cross_entropy(aux["itm_logits"][:B].float(), aux["itm_labels"][:B])
+    torch.testing.assert_close(losses["itm"], positives)

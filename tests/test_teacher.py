@@ -17,7 +17,7 @@ from amif.data.pretrain_corpora import PretrainDataset, read_mimic_cxr, read_roc
 from amif.data.records import CaptionRecord  # noqa: E402
 from amif.data.transforms import build_teacher_transform  # noqa: E402
 from amif.errors import AmifError, CheckpointError, ConfigError, DataError  # noqa: E402
-from amif.teacher import (  # noqa: E402
+from amif.teachers import (  # noqa: E402
     CachedTeacher,
     CaptionSimilarityTeacher,
     CLIPTeacher,

@@ -36,12 +36,15 @@ CORPUS_KINDS = ("roco", "medicat", "mimic_cxr", "mimic", "pmc_oa", "captions")
 class CorpusConfig:
     """One image-caption corpus read by :func:`amif.data.pretrain_corpora.read_corpus`.
 
-    ``root`` empty means ``data.root``. ``options`` go to the reader (e.g. ``csv_name``, ``image_dir``,
+    ``root`` empty means ``data.root``. ``name`` (default: ``kind``) keys the corpus's rows in a teacher
+    cache and its study ids in the hard-negative exclusion; corpora of one run need distinct names.
+    ``options`` go to the reader (e.g. ``csv_name``, ``image_dir``,
     ``abs_prefix``, ``max_rows``); ``split`` selects ``captions_{split}.jsonl`` for ``kind: captions``
     and is the record split label for the other readers.
     """
 
     kind: str = "captions"
+    name: str = ""
     root: str = ""
     split: str = "train"
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -89,8 +92,8 @@ class LossConfig:
     itm: bool = True  # image-text matching with hard negatives (stage >= 1)
     image_pooling: str = "cls"  # global image feature: cls (paper) | mean of all tokens | max over the patch tokens
     text_pooling: str = "cls"  # global text feature: cls (paper) | mean of the real tokens
-    teacher: str = "caption"  # caption | <CLIP model folder> | <cache .safetensors> | none
-    teacher_trust_remote_code: bool = False  # BiomedCLIP's HF port ships remote code
+    teacher: str = "caption"  # caption | <open_clip folder> | <CLIP model folder> | <cache .safetensors> | none
+    teacher_trust_remote_code: bool = False  # for transformers folders shipped as remote code
     lam: float = 0.01  # the flexibility weight λ on each positive
     target_mode: str = "logit"  # logit (published code) | mixture
     label_smoothing: float = 0.1  # hard-label fallback (teacher: none)
@@ -102,6 +105,7 @@ class LossConfig:
     ipot_beta: float = 0.5
     ipot_iters: int = 50
     sinkhorn_epsilon: float = 0.1
+    sinkhorn_iters: int = 100
     hard_negative_mode: str = "sample"  # sample (softmax(sim/τ)) | most_similar
     hard_negative_temperature: float | None = None  # None: the current image-text temperature
 
@@ -179,8 +183,9 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
         raise ConfigError("config.losses needs 0 < temperature_min <= temperature_init <= temperature_max")
     if L.hard_negative_temperature is not None and L.hard_negative_temperature <= 0:
         raise ConfigError("config.losses.hard_negative_temperature must be > 0 (or null)")
-    if L.ipot_beta <= 0 or L.ipot_iters < 1 or L.sinkhorn_epsilon <= 0:
-        raise ConfigError("config.losses needs ipot_beta > 0, ipot_iters >= 1 and sinkhorn_epsilon > 0")
+    if L.ipot_beta <= 0 or L.ipot_iters < 1 or L.sinkhorn_epsilon <= 0 or L.sinkhorn_iters < 1:
+        raise ConfigError("config.losses needs ipot_beta > 0, ipot_iters >= 1, sinkhorn_epsilon > 0 and "
+                          "sinkhorn_iters >= 1")
     for key in ("freeze_image_encoder", "freeze_text_encoder", "cache_frozen_features"):
         if getattr(r, key):
             raise ConfigError(f"config.run.{key} is a fine-tuning key; pre-training chooses the trained "

@@ -94,10 +94,36 @@ def add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_pretrain)
 
 
-def cmd_teacher_cache(args: argparse.Namespace) -> int:
-    from amif.data.pretrain_corpora import read_corpus
-    from amif.teacher import build_teacher_cache, load_teacher
+def _per_corpus(values: list[str] | None, n: int, what: str, default: list[str]) -> list[str]:
+    """One value per ``--corpus``: given once (for all), once per corpus, or not at all (the default)."""
+    if not values:
+        return default
+    if len(values) == 1:
+        return values * n
+    if len(values) != n:
+        raise SystemExit(f"amif teacher-cache: give {what} once or once per --corpus ({n}), not {len(values)} times")
+    return values
 
+
+def _teacher_cache_data(args: argparse.Namespace, teacher) -> tuple[object, str]:
+    """The corpora to cache: those of a pre-training config (named as the run names them) or the
+    ``--corpus`` / ``--root`` pairs; returns the data and a one-line description."""
+    from amif.data.pretrain_corpora import PretrainDataset, read_corpus
+
+    if args.config:
+        from amif.config import load_config
+        from amif.config_pretrain import PretrainConfig
+        from amif_train.pretrain import build_pretrain_datasets
+
+        cfg = load_config(args.config, args.overrides, cls=PretrainConfig)
+        cfg.data.val = None
+        train, _, skipped, counts = build_pretrain_datasets(cfg, teacher, cfg.model.image_encoder.image_size)
+        names = ", ".join(f"{c['name']} ({c['records']})" for c in counts["train"])
+        return train, f"corpora {names} of {args.config}" + (f", {skipped.count} bad rows skipped" if skipped.count else "")
+    if args.overrides:
+        raise SystemExit("amif teacher-cache: KEY=VALUE overrides need --config")
+    if not args.corpus or not args.root or len(args.corpus) != len(args.root):
+        raise SystemExit("amif teacher-cache: give --config, or one --root per --corpus")
     options: dict = {}
     for item in args.option or []:
         key, sep, value = item.partition("=")
@@ -107,31 +133,53 @@ def cmd_teacher_cache(args: argparse.Namespace) -> int:
             options[key.replace("-", "_")] = json.loads(value)
         except json.JSONDecodeError:
             options[key.replace("-", "_")] = value
-    corpus = read_corpus(args.corpus, args.root, split=args.split, skip_bad=args.skip_bad, **options)
+    n = len(args.corpus)
+    splits = _per_corpus(args.split, n, "--split", ["train"] * n)
+    names = _per_corpus(args.name, n, "--name", list(args.corpus))
+    if len(set(names)) != n:
+        raise SystemExit(f"amif teacher-cache: corpus names {names} repeat; give each corpus its own --name")
+    data, parts, bad = {}, [], 0
+    for kind, root, split, name in zip(args.corpus, args.root, splits, names):
+        corpus = read_corpus(kind, root, split=split, skip_bad=args.skip_bad, **options)
+        data[name] = PretrainDataset(corpus.root, corpus.records, lambda im: im, corpus=name, multi_view=False,
+                                     skip_bad=args.skip_bad)
+        bad += len(corpus.skipped) + len(data[name].skipped)
+        parts.append(f"{name} ({len(data[name].records)} at {root})")
+    return data, "corpora " + ", ".join(parts) + (f", {bad} bad rows skipped" if bad else "")
+
+
+def cmd_teacher_cache(args: argparse.Namespace) -> int:
+    from amif.teachers import build_teacher_cache, load_teacher
+
     kwargs = {"trust_remote_code": True} if args.trust_remote_code else {}
-    teacher = load_teacher(args.teacher, args.device, **kwargs)
+    teacher = load_teacher(args.teacher, args.device, **kwargs)  # first: a bad teacher fails before the data
+    data, what = _teacher_cache_data(args, teacher)
 
     def progress(done: int, total: int) -> None:
         print(f"\r{done}/{total} images", end="", flush=True)
 
-    out = build_teacher_cache(teacher, corpus, out_path=args.out, batch_size=args.batch_size, progress=progress)
-    print(f"\n{len(corpus.records)} records of {args.corpus} at {args.root} cached with teacher {teacher.name} "
-          f"in {out}" + (f" ({len(corpus.skipped)} bad rows skipped)" if len(corpus.skipped) else ""))
+    out = build_teacher_cache(teacher, data, out_path=args.out, batch_size=args.batch_size, progress=progress)
+    print(f"\n{what} cached with teacher {teacher.name} in {out}")
     return 0
 
 
 def add_teacher_cache(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("teacher-cache", help="precompute a soft-label teacher's embeddings of a corpus")
-    p.add_argument("--corpus", required=True, help="roco | medicat | mimic_cxr | pmc_oa | captions")
-    p.add_argument("--root", required=True, help="the corpus folder")
-    p.add_argument("--split", default="train", help="captions: which captions_SPLIT.jsonl; else the split label")
-    p.add_argument("--teacher", required=True, help="caption | a CLIP-style model folder (e.g. BiomedCLIP)")
+    p = sub.add_parser("teacher-cache", help="precompute a soft-label teacher's embeddings of one or more corpora")
+    p.add_argument("--config", help="a pre-training YAML: cache its data.corpora, named as the run names them")
+    p.add_argument("--corpus", action="append", help="roco | medicat | mimic_cxr | pmc_oa | captions (repeatable)")
+    p.add_argument("--root", action="append", help="the corpus folder (one per --corpus)")
+    p.add_argument("--split", action="append",
+                   help="captions: which captions_SPLIT.jsonl; else the split label (once, or once per corpus)")
+    p.add_argument("--name", action="append",
+                   help="corpus name the rows are keyed by (default: its kind; the run's data.corpora[i].name)")
+    p.add_argument("--teacher", required=True, help="caption | an open_clip folder (BiomedCLIP) | a CLIP model folder")
     p.add_argument("--out", required=True, help="output .safetensors (a .json index is written next to it)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cpu")
     p.add_argument("--trust-remote-code", action="store_true", help="for models shipped as remote code")
     p.add_argument("--skip-bad", action="store_true", help="skip bad rows (counted) instead of stopping")
     p.add_argument("--option", action="append", metavar="KEY=VALUE", help="reader option, e.g. csv_name=x.csv")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="--config overrides, e.g. data.root=/data")
     p.set_defaults(func=cmd_teacher_cache)
 
 

@@ -27,9 +27,9 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from amif.config_pretrain import CorpusConfig, PretrainConfig
 from amif.data.pretrain_corpora import PretrainDataset, SkipReport, read_corpus
 from amif.data.transforms import build_eval_transform, build_pretrain_transform, build_teacher_transform
-from amif.errors import ConfigError, DataError
+from amif.errors import ConfigError
 from amif.models.pretrain import AMiFPretrainModel, PretrainCollate
-from amif.teacher import CaptionSimilarityTeacher, Teacher, load_teacher
+from amif.teachers import CaptionSimilarityTeacher, MemoCaptionTeacher, Teacher, load_teacher
 from amif_train.pretrain_module import PretrainModule
 from amif_train.run_info import csv_log_version, write_run_info
 
@@ -72,48 +72,6 @@ def _is_global_zero() -> bool:
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0
 
 
-class MemoCaptionTeacher(Teacher):
-    """A caption-only teacher with its embeddings memoised per caption.
-
-    The caption teacher's outputs depend on the caption alone, so each distinct caption is encoded
-    once per run (exactly the same values as encoding it every step, at a fraction of the cost).
-    """
-
-    uses_images = False
-
-    def __init__(self, inner: CaptionSimilarityTeacher) -> None:
-        super().__init__()
-        self.inner = inner
-        self.name = inner.name
-        self.logit_scale = inner.logit_scale
-        self._device = inner.device
-        self._memo: dict[str, torch.Tensor] = {}
-
-    def to(self, device: str | torch.device) -> MemoCaptionTeacher:
-        self.inner.to(device)
-        self._device = torch.device(device)
-        self._memo = {k: v.to(device) for k, v in self._memo.items()}
-        return self
-
-    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.inner.encode_images(pixel_values)
-
-    def encode_texts(self, texts) -> torch.Tensor:
-        texts = [str(t) for t in texts]
-        new = list(dict.fromkeys(t for t in texts if t not in self._memo))
-        if new:
-            for t, e in zip(new, self.inner.encode_texts(new)):
-                self._memo[t] = e.float()
-        return torch.stack([self._memo[t] for t in texts])
-
-    def teacher_embeddings(self, batch):
-        captions = batch.get("caption")
-        if captions is None:
-            raise DataError("the batch has no 'caption' field")
-        v = self.encode_texts([captions] if isinstance(captions, str) else captions)
-        return v, v, v
-
-
 def load_teacher_from_config(spec: str, trust_remote_code: bool = False) -> Teacher | None:
     """The teacher named by ``losses.teacher`` (``none`` -> None, hard labels)."""
     s = spec.strip()
@@ -122,7 +80,8 @@ def load_teacher_from_config(spec: str, trust_remote_code: bool = False) -> Teac
     kwargs: dict[str, Any] = {}
     if Path(s).is_dir() and trust_remote_code:
         kwargs["trust_remote_code"] = True
-    teacher = load_teacher(s, "cpu", **kwargs)
+    with torch.random.fork_rng():  # building a teacher's modules must not move the run's random stream
+        teacher = load_teacher(s, "cpu", **kwargs)
     if isinstance(teacher, CaptionSimilarityTeacher):
         teacher = MemoCaptionTeacher(teacher)
     return teacher
@@ -159,18 +118,23 @@ def build_pretrain_datasets(
 
     def read(c: CorpusConfig, where: str, transform, multi_view: bool, tteacher) -> tuple[PretrainDataset, dict]:
         root = _corpus_root(cfg, c, where)
+        name = c.name or c.kind
         corpus = read_corpus(c.kind, root, split=c.split, skip_bad=d.skip_bad, max_words=d.max_caption_words,
                              **c.options)
         ds = PretrainDataset(corpus.root, corpus.records, transform, tteacher, multi_view=multi_view,
-                             max_words=d.max_caption_words, validate=validate, skip_bad=d.skip_bad)
+                             max_words=d.max_caption_words, validate=validate, skip_bad=d.skip_bad, corpus=name)
         skipped.extend(corpus.skipped)
         skipped.extend(ds.skipped)
-        info = {"kind": c.kind, "root": str(root), "split": c.split, "records": len(ds.records), "items": len(ds),
+        info = {"name": name, "kind": c.kind, "root": str(root), "split": c.split, "records": len(ds.records), "items": len(ds),
                 "skipped": len(corpus.skipped) + len(ds.skipped)}
         if len(ds) == 0:
             raise ConfigError(f"{where} ({c.kind} at {root}, split {c.split}) has no usable pairs")
         return ds, info
 
+    names = [c.name or c.kind for c in d.corpora]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"data.corpora names {names} repeat (a name defaults to the kind): set "
+                          "data.corpora[i].name so that each corpus has its own")
     parts = []
     for i, c in enumerate(d.corpora):
         ds, info = read(c, f"data.corpora[{i}]", train_tf, d.multi_view, teacher_tf)

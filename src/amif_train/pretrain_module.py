@@ -11,7 +11,7 @@ import torch
 from amif.config_pretrain import PretrainRunConfig
 from amif.models.pretrain import AMiFPretrainModel
 from amif.retrieval import caption_positive_mask, recall_at_k
-from amif.teacher import Teacher
+from amif.teachers import Teacher
 from amif_train.optim import adamw, param_groups, warmup_cosine
 
 
@@ -50,9 +50,12 @@ class PretrainModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         teacher_out, scale = self._teacher(batch)
-        losses = self.model(batch, teacher_out, teacher_scale=scale)
+        losses, aux = self.model(batch, teacher_out, teacher_scale=scale, return_aux=True)
         total = torch.stack([v.float() for v in losses.values()]).sum()
         bsz = int(batch["input_ids"].shape[0])
+        if "itm_skipped" in aux:  # ITM pairs without an admissible negative, summed over the epoch
+            self.log("train/itm_skipped", aux["itm_skipped"].float(), on_step=False, on_epoch=True,
+                     reduce_fx="sum", batch_size=bsz)
         self.log_dict({f"train/{k}": v.detach().float() for k, v in losses.items()}, batch_size=bsz)
         self.log("train/loss", total.detach(), prog_bar=True, batch_size=bsz)
         self.log_dict({f"train/tau_{k.split('_')[-1]}": v for k, v in self.model.temperatures().items()},

@@ -586,6 +586,7 @@ class PretrainDataset(Dataset):
       tokenisation is the collate function's job;
     - ``id``, ``id2``: record ids of the two views (a teacher cache is looked up by them);
     - ``study_id``: the group key (the record's ``study_id``, or its id when it has none);
+    - ``corpus``: the ``corpus`` name given here (teacher-cache rows and study ids are keyed by it);
     - ``index``: the item index.
 
     Captions are cleaned at construction; an empty one raises :class:`DataError` or, with
@@ -611,8 +612,10 @@ class PretrainDataset(Dataset):
         skip_bad: bool = False,
         rng: Any = None,
         image_loader: Callable[[Path], Any] | None = None,
+        corpus: str = "",
     ) -> None:
         self.root = Path(root)
+        self.corpus = corpus
         self.transform = transform
         self.teacher_transform = teacher_transform
         self.rng = rng
@@ -680,5 +683,6 @@ class PretrainDataset(Dataset):
         if self.teacher_transform is not None:
             out["teacher_image1"] = self.teacher_transform(img1)
             out["teacher_image2"] = self.teacher_transform(img2)
-        out.update(caption=self.caption(r1), id=r1.id, id2=r2.id, study_id=r1.study_id or r1.id, index=index)
+        out.update(caption=self.caption(r1), id=r1.id, id2=r2.id, study_id=r1.study_id or r1.id, index=index,
+                   corpus=self.corpus)
         return out

@@ -40,7 +40,8 @@ def sample_hard_negatives(
     mode: NegativeMode = "sample",
     generator: torch.Generator | None = None,
     exclude: Tensor | None = None,
-) -> Tensor:
+    return_valid: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """One hard negative column per row: a LongTensor ``[B]`` of indices in ``[0, N)``, never ``pos_index``.
 
     Args:
@@ -53,7 +54,10 @@ def sample_hard_negatives(
             allowed columns (deterministic; ties go to the lowest column).
         generator: a ``torch.Generator`` on ``sim``'s device, for reproducible draws.
         exclude: optional ``[B, N]`` bool mask of further columns never to pick (e.g. captions identical
-            to the anchor's own). Every row must keep at least one allowed column.
+            to the anchor's own, or other views of its study).
+        return_valid: with ``exclude``, a row may have no allowed column left. False: that raises a
+            ValueError. True: returns ``(index, valid)``, where ``valid [B]`` is False for such rows and
+            their ``index`` is the positive (a placeholder for the caller to leave out); no host sync.
     """
     if sim.dim() != 2:
         raise ValueError(f"sim must be [B, N], got shape {tuple(sim.shape)}")
@@ -77,13 +81,19 @@ def sample_hard_negatives(
                 f"exclude must have the shape of sim {tuple(sim.shape)}, got {tuple(exclude.shape)}"
             )
         blocked |= exclude.to(device=sim.device, dtype=torch.bool)
-        if bool(blocked.all(dim=1).any()):
-            raise ValueError("a row has no allowed negative column left after 'exclude'")
+    valid = ~blocked.all(dim=1)
+    if return_valid:  # a row with nothing allowed draws its positive, flagged invalid
+        positive = torch.zeros_like(blocked).scatter_(1, pos_index[:, None], True)
+        blocked = blocked & ~(positive & ~valid[:, None])
+    elif exclude is not None and not bool(valid.all()):
+        raise ValueError("a row has no allowed negative column left after 'exclude'")
     scores = sim.detach().float()
     if mode == "most_similar":
-        return scores.masked_fill(blocked, float("-inf")).argmax(dim=1)
-    weights = (scores / temperature).masked_fill(blocked, float("-inf")).softmax(dim=1)
-    return torch.multinomial(weights, 1, generator=generator).squeeze(1)
+        index = scores.masked_fill(blocked, float("-inf")).argmax(dim=1)
+    else:
+        weights = (scores / temperature).masked_fill(blocked, float("-inf")).softmax(dim=1)
+        index = torch.multinomial(weights, 1, generator=generator).squeeze(1)
+    return (index, valid) if return_valid else index
 
 
 @dataclass
@@ -168,14 +178,20 @@ def build_itm_batch(
     return ITMBatch(images, image_masks, texts, text_masks, labels)
 
 
-def itm_loss(logits: Tensor, labels: Tensor) -> Tensor:
+def itm_loss(logits: Tensor, labels: Tensor, keep: Tensor | None = None) -> Tensor:
     """Image-text matching loss: plain cross-entropy of ``logits [3B, 2]`` against ``labels [3B]``.
 
     Class 1 means "matching". The logits are not clamped (the published code clamped them to
-    ``[1e-7, 1 - 1e-7]``, which kills the gradient and caps the logit gap).
+    ``[1e-7, 1 - 1e-7]``, which kills the gradient and caps the logit gap). ``keep [3B]`` bool leaves
+    pairs out (e.g. a negative that could not be drawn); the loss is the mean over the kept pairs.
     """
     if logits.dim() != 2 or logits.shape[1] != 2 or labels.shape != logits.shape[:1]:
         raise ValueError(
             f"logits [M, 2] and labels [M] expected, got {tuple(logits.shape)} and {tuple(labels.shape)}"
         )
-    return F.cross_entropy(logits.float(), labels)
+    if keep is None:
+        return F.cross_entropy(logits.float(), labels)
+    if keep.shape != labels.shape:
+        raise ValueError(f"keep must be [M]={tuple(labels.shape)}, got {tuple(keep.shape)}")
+    w = keep.to(device=logits.device, dtype=torch.float32)
+    return (F.cross_entropy(logits.float(), labels, reduction="none") * w).sum() / w.sum().clamp_min(1.0)

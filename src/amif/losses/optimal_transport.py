@@ -4,7 +4,9 @@ Each sample ``i`` of a batch has ``n_i`` valid positions on the x side and ``m_i
 bool masks, True = valid). The transport plans use uniform marginals over the valid positions
 (``1/n_i`` per valid row, ``1/m_i`` per valid column, total mass 1) and are exactly zero at padded
 positions. A sample with no valid position on either side gets an all-zero plan (distance 0).
-The plans are computed under ``no_grad`` on the detached cost, in float32 (float64 inputs stay float64).
+The plans are computed under ``no_grad`` on the detached cost, in float32 (float64 inputs stay float64),
+with autocast switched off, so that the iterations' matrix products do not run in bf16 / fp16 under
+mixed precision.
 """
 
 from __future__ import annotations
@@ -99,6 +101,11 @@ def ipot(
     """
     if beta <= 0 or iterations < 1 or k < 1:
         raise ConfigError(f"ipot needs beta > 0, iterations >= 1, k >= 1; got {beta}, {iterations}, {k}")
+    with torch.autocast(device_type=cost.device.type, enabled=False):  # float32 products, not bf16 / fp16
+        return _ipot(cost, x_mask, y_mask, beta, iterations, k)
+
+
+def _ipot(cost: Tensor, x_mask: Tensor | None, y_mask: Tensor | None, beta: float, iterations: int, k: int) -> Tensor:
     xm, ym = _valid_masks(cost, x_mask, y_mask)
     dtype = _work_dtype(cost)
     c = cost.detach().to(dtype)
@@ -137,6 +144,11 @@ def sinkhorn(
     """
     if epsilon <= 0 or iterations < 1:
         raise ConfigError(f"sinkhorn needs epsilon > 0 and iterations >= 1; got {epsilon}, {iterations}")
+    with torch.autocast(device_type=cost.device.type, enabled=False):  # float32 products, not bf16 / fp16
+        return _sinkhorn(cost, x_mask, y_mask, epsilon, iterations)
+
+
+def _sinkhorn(cost: Tensor, x_mask: Tensor | None, y_mask: Tensor | None, epsilon: float, iterations: int) -> Tensor:
     xm, ym = _valid_masks(cost, x_mask, y_mask)
     dtype = _work_dtype(cost)
     c = cost.detach().to(dtype)
@@ -163,6 +175,7 @@ def wpa_loss(
     iterations: int | None = None,
     k: int = 1,
     epsilon: float = 0.1,
+    sinkhorn_iterations: int = 100,
 ) -> Tensor:
     """Word-patch alignment distance per sample, ``[B]``: ``Σ_jk C_jk T_jk`` with ``C = cosine_cost``.
 
@@ -176,7 +189,8 @@ def wpa_loss(
         image_mask: ``[B, m]`` bool or None (all patches; the caller drops the image [CLS]).
         method: ``"ipot"`` (published choice: β=0.5, 50 iterations, k=1; solved on the image x text cost as
             the published code does) or ``"sinkhorn"`` (entropic, ``epsilon``).
-        iterations: defaults to 50 for IPOT and 100 for Sinkhorn.
+        iterations: IPOT's iteration count (default 50).
+        sinkhorn_iterations: Sinkhorn's iteration count (default 100).
 
     The caller averages over the batch and applies the loss weight (3.0 in the published config).
     """
@@ -193,7 +207,7 @@ def wpa_loss(
         plan = plan.transpose(1, 2)
     elif method == "sinkhorn":
         plan = sinkhorn(
-            cost, text_mask, image_mask, epsilon=epsilon, iterations=100 if iterations is None else iterations
+            cost, text_mask, image_mask, epsilon=epsilon, iterations=sinkhorn_iterations
         )
     else:
         raise ConfigError(f"unknown OT method {method!r}; expected 'ipot' or 'sinkhorn'")

@@ -78,8 +78,10 @@ class PretrainCollate:
 
     Stacks ``image1``/``image2`` (and ``teacher_image1``/``teacher_image2`` when present), tokenises the
     cleaned captions (``[CLS] ... [SEP]``, at most ``max_length`` tokens, padded to the longest) into
-    ``input_ids``/``attention_mask``, and keeps ``caption``, ``id``, ``id2`` (lists), ``index`` and
-    ``caption_key`` (LongTensors; equal captions have equal keys, for retrieval positives).
+    ``input_ids``/``attention_mask``, and keeps ``caption``, ``id``, ``id2``, ``corpus`` (lists), ``index``,
+    ``caption_key`` (LongTensors; equal captions have equal keys, for retrieval positives and for
+    keeping duplicates out of the hard negatives) and ``study_key`` (equal for the views of one study of
+    one corpus).
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int = 120) -> None:
@@ -103,6 +105,9 @@ class PretrainCollate:
         out["id2"] = [str(it.get("id2", it.get("id", i))) for i, it in enumerate(items)]
         out["index"] = torch.tensor([int(it.get("index", i)) for i, it in enumerate(items)], dtype=torch.long)
         out["caption_key"] = torch.tensor([caption_key(c) for c in captions], dtype=torch.long)
+        out["corpus"] = [str(it.get("corpus", "")) for it in items]
+        studies = [f"{c}\x1f{it.get('study_id', it.get('id', i))}" for i, (c, it) in enumerate(zip(out["corpus"], items))]
+        out["study_key"] = torch.tensor([caption_key(k) for k in studies], dtype=torch.long)
         return out
 
 
@@ -292,7 +297,8 @@ class AMiFPretrainModel(nn.Module):
             stage: overrides the model's stage for the choice of losses (freezing follows :meth:`set_stage`).
             generator: random generator of the hard-negative draws (``hard_negative_mode: sample``).
             return_aux: also return ``pos_index``, ``neg_text``, ``neg_image`` (global rows), ``itm_logits``,
-                ``itm_labels``.
+                ``itm_labels``, ``itm_keep`` (the ITM pairs in the loss) and ``itm_skipped`` (how many
+                negative pairs were left out for want of an admissible negative).
         """
         stage = self.stage if stage is None else stage
         lc = self.losses_cfg
@@ -348,7 +354,8 @@ class AMiFPretrainModel(nn.Module):
             text_in = self.fusion.text_proj(text_tokens)
             image_in = self.fusion.image_proj(img1_tokens)
             if on["itm"]:
-                neg_text, neg_image = self._hard_negatives(a1.detach(), t.detach(), pos, generator)
+                neg_text, neg_image, ok_text, ok_image = self._hard_negatives(
+                    a1.detach(), t.detach(), pos, generator, batch)
                 # Raw encoder tokens of the negatives (frozen, no gradient) are gathered, then projected
                 # here, so the projections get the same gradient as in one process.
                 text_raw_all = gather_no_grad(text_tokens)
@@ -364,24 +371,34 @@ class AMiFPretrainModel(nn.Module):
                 logits = self.itm_head(torch.cat([x[:, 0], y[:, 0]], dim=-1))
                 labels = torch.zeros(3 * b, dtype=torch.long, device=logits.device)
                 labels[:b] = 1
-                losses["itm"] = itm_loss(logits, labels)
-                aux.update(neg_text=neg_text, neg_image=neg_image, itm_logits=logits.detach(), itm_labels=labels)
+                keep = torch.cat([torch.ones_like(ok_text), ok_text, ok_image])
+                losses["itm"] = itm_loss(logits, labels, keep)
+                aux.update(neg_text=neg_text, neg_image=neg_image, itm_logits=logits.detach(), itm_labels=labels,
+                           itm_keep=keep, itm_skipped=(~keep).sum())
                 x_pos, y_pos = x[:b], y[:b]
             else:
                 x_pos, y_pos = self.fusion.fuse(text_in, mask, image_in, None)
             if on["wpa"]:
                 dist_ot = wpa_loss(
                     x_pos, y_pos[:, 1:], wpa_text_mask(mask), None, method=lc.ot_method, beta=lc.ipot_beta,
-                    iterations=lc.ipot_iters, epsilon=lc.sinkhorn_epsilon,
+                    iterations=lc.ipot_iters, epsilon=lc.sinkhorn_epsilon, sinkhorn_iterations=lc.sinkhorn_iters,
                 )
                 losses["wpa"] = dist_ot.mean() * lc.wpa_weight
         return (losses, aux) if return_aux else losses
 
     @torch.no_grad()
     def _hard_negatives(
-        self, a: Tensor, t: Tensor, pos: Tensor, generator: torch.Generator | None
-    ) -> tuple[Tensor, Tensor]:
-        """One negative text per local image and one negative image per local text (global rows)."""
+        self, a: Tensor, t: Tensor, pos: Tensor, generator: torch.Generator | None,
+        batch: Mapping[str, Any] | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One negative text per local image and one negative image per local text (global rows), and
+        whether each could be drawn.
+
+        A pair of the same study (``study_key``) or with the same caption (``caption_key``) is a positive
+        in all but name, so neither is ever drawn: an image's negative caption is neither its own text nor
+        a caption of its study, a caption's negative image neither its own image nor one of its study.
+        A row left with no admissible column gets ``False`` (its ITM pair is then left out and counted).
+        """
         lc = self.losses_cfg
         tau = lc.hard_negative_temperature
         if tau is None:
@@ -390,8 +407,17 @@ class AMiFPretrainModel(nn.Module):
         with torch.autocast(device_type=a.device.type, enabled=False):
             sim_i2t = a.float() @ t_all.float().T
             sim_t2i = t.float() @ a_all.float().T
-        kw = dict(temperature=tau, mode=lc.hard_negative_mode, generator=generator)
-        return sample_hard_negatives(sim_i2t, pos, **kw), sample_hard_negatives(sim_t2i, pos, **kw)
+        exclude = None
+        for key in ("caption_key", "study_key"):
+            if batch is not None and isinstance(batch.get(key), Tensor):
+                local = batch[key].to(a.device)
+                same = local[:, None] == gather_no_grad(local)[None, :]
+                exclude = same if exclude is None else exclude | same
+        kw = dict(temperature=tau, mode=lc.hard_negative_mode, generator=generator, exclude=exclude,
+                  return_valid=True)
+        neg_text, ok_text = sample_hard_negatives(sim_i2t, pos, **kw)
+        neg_image, ok_image = sample_hard_negatives(sim_t2i, pos, **kw)
+        return neg_text, neg_image, ok_text, ok_image
 
     @torch.no_grad()
     def clamp_temperatures(self) -> None:
