@@ -40,6 +40,9 @@ class VQARecord:
     study_id: str | None = None  # images of one study/patient/volume share it (leak checks, splits)
     extra: dict[str, Any] = field(default_factory=dict)  # other official fields kept verbatim
 
+    def __post_init__(self) -> None:
+        _check_fields(self, f"qid {self.qid!r}")
+
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         if not d["extra"]:
@@ -59,11 +62,21 @@ class CaptionRecord:
     view: str | None = None  # view type, e.g. "PA", "LATERAL", "axial"
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        _check_fields(self, f"id {self.id!r}")
+
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         if not d["extra"]:
             d.pop("extra")
         return d
+
+
+def _check_fields(record: Any, where: str) -> None:
+    """Every field of a record must be writable as JSON Lines (see :func:`check_plain`); the DataError
+    names the record (a reader adds the file)."""
+    for key, value in vars(record).items():
+        check_plain(value, key, None, where)
 
 
 _VQA_REQUIRED = ("qid", "image", "question", "answer", "split")

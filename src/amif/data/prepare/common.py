@@ -47,6 +47,8 @@ class BadRows:
             reason = ("nested too deeply" if isinstance(error, RecursionError)
                       else f"text that cannot be encoded ({type(error).__name__})")
             error = DataError(reason, path=path, record=record)
+        elif error.path is None and path is not None:  # raised by the record itself: add the file and row
+            error = DataError(str(error), path=path, record=record)
         if not self.skip_bad:
             raise error
         self.items.append({
