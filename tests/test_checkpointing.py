@@ -18,7 +18,7 @@ from amif.safe_io import TEMP_MARK, load_torch_file, remove_stale_temps
 from amif_train.checkpointing import AtomicCheckpointIO
 from amif_train.cli import main as cli_main
 
-from helpers import MICRO, TINY_CONFIG, make_shapes_dataset
+from helpers import LEAN, MICRO, TINY_CONFIG, make_shapes_dataset
 
 
 class Payload:
@@ -41,7 +41,7 @@ def run(tmp_path_factory):
     """A finished one-epoch fine-tuning run: (dataset, run folder, overrides that rebuild its config)."""
     tmp = tmp_path_factory.mktemp("ckpt")
     root = make_shapes_dataset(tmp / "data", n_images=20)
-    overrides = MICRO + [f"data.root={root}", "run.max_epochs=1", "run.batch_size=8", "run.accelerator=cpu"]
+    overrides = MICRO + LEAN + [f"data.root={root}", "run.max_epochs=1", "run.batch_size=8", "run.accelerator=cpu"]
     assert cli_main(["finetune", "--config", str(TINY_CONFIG), f"run.output_dir={tmp / 'run'}", *overrides]) == 0
     return root, tmp / "run", overrides
 

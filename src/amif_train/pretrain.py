@@ -42,7 +42,7 @@ from amif_train.checkpointing import (
     write_model_folder,
 )
 from amif_train.pretrain_module import PretrainModule
-from amif_train.resume import EpochSampler, KeyedItems, ResumeState
+from amif_train.resume import EpochSampler, KeyedItems, ResumeState, resumable_fit
 from amif_train.run_info import csv_log_version, write_run_info
 
 log = logging.getLogger("amif")
@@ -309,9 +309,8 @@ def _run(cfg: PretrainConfig, out: Path, last: Path | None, say: _RunLog, callba
         say(f"retrieval before training: {_fmt(initial)}")
 
     fit_start = time.time()
-    with warnings.catch_warnings():  # frozen encoders are in eval mode on purpose (stage >= 1)
+    with resumable_fit(), warnings.catch_warnings():  # frozen encoders are in eval mode on purpose (stage >= 1)
         warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
-        warnings.filterwarnings("ignore", message=r".*your dataloader is not resumable.*")  # see ResumeState
         trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resuming else None, weights_only=True)
     fit_seconds = time.time() - fit_start
     if trainer.is_global_zero:

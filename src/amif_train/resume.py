@@ -160,8 +160,10 @@ class ResumeState(Callback):
 
 @contextlib.contextmanager
 def resumable_fit() -> Iterator[None]:
-    """Silences Lightning's "your dataloader is not resumable" warning: :class:`ResumeState` is what
-    restores the position, through the sampler rather than the loader."""
+    """Silences two Lightning warnings that do not apply here: "your dataloader is not resumable"
+    (:class:`ResumeState` restores the position, through the sampler) and "checkpoint directory exists
+    and is not empty" (a resumed run's own folder; a fresh run refuses a used one)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*your dataloader is not resumable.*")
+        warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
         yield
