@@ -191,3 +191,13 @@ def test_last_checkpoint_is_written_whatever_the_validation_interval(tmp_path):
     assert ckpt["global_step"] == 6 and ckpt["epoch"] == 0
     # no validation ran (max_epochs 1 < val_every_n_epochs 5): the final weights are selected, no crash
     assert summary["selected_checkpoint"] == "final weights (step 6)"
+
+
+def test_epoch_reaches_the_item_keys_when_lightning_wraps_the_sampler():
+    from types import SimpleNamespace
+
+    from amif_train.resume import ResumeState
+
+    sampler = EpochSampler(range(8), seed=0)  # under DDP Lightning calls set_epoch on its wrapper only
+    ResumeState(sampler, batch_size=2).on_train_epoch_start(SimpleNamespace(current_epoch=3), None)
+    assert sampler.epoch == 3 and {e for _, e in sampler} == {3}

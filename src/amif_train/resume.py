@@ -149,6 +149,12 @@ class ResumeState(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._trainer = trainer
 
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # under DDP Lightning wraps the sampler and calls set_epoch on the wrapper only; the epoch must
+        # still reach the item keys, or every epoch would repeat the same augmentations
+        if self.sampler.epoch != trainer.current_epoch:
+            self.sampler.set_epoch(trainer.current_epoch)
+
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
         if self._rng_to_restore is not None:
