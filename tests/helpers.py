@@ -20,6 +20,10 @@ MICRO = [
     "model.decoder.rank_k=8", "run.progress_bar=false", "data.augment.enabled=false",
 ]
 
+# With MICRO: smaller checkpoints (a frozen text encoder has no optimizer state; the decoder predicts
+# the answers' tokens only), for tests that write many checkpoints.
+LEAN = ["run.freeze_text_encoder=true", "model.decoder.output_vocabulary=answers"]
+
 TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 
 

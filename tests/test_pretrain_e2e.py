@@ -73,7 +73,8 @@ def dataset(tmp_path_factory):
 @pytest.fixture(scope="module")
 def stage0(dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("stage0")
-    cfg = load_config(CONFIG, _overrides(dataset, out, "run.max_epochs=12"), cls=PretrainConfig)
+    # 16 epochs: at 12, recall@1 on this tiny set swings with the seed's data order (0.35-0.65 over five seeds)
+    cfg = load_config(CONFIG, _overrides(dataset, out, "run.max_epochs=16"), cls=PretrainConfig)
     return out, run_pretrain(cfg)
 
 

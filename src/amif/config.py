@@ -174,6 +174,9 @@ class RunConfig:
     cache_frozen_features: bool = False
     progress_bar: bool = True
     save_top_k: int = 1
+    # also write checkpoints/last.ckpt every N optimizer steps (0: only at the end of every epoch), so a
+    # killed run loses at most N steps; a resumed run continues bit-exactly (docs/reliability.md)
+    checkpoint_every_n_steps: int = 0
 
 
 @dataclasses.dataclass
@@ -366,8 +369,27 @@ def validate_model(m: ModelConfig) -> None:
         raise ConfigError("config.model.fusion.hidden_size must be divisible by gca.num_heads")
 
 
+def validate_run(r: RunConfig) -> None:
+    """Ranges of the loop settings that fine-tuning and pre-training share."""
+    for key in ("batch_size", "eval_batch_size", "accumulate_grad_batches", "val_every_n_epochs",
+                "log_every_n_steps"):
+        if getattr(r, key) < 1:
+            raise ConfigError(f"config.run.{key} must be >= 1, got {getattr(r, key)}")
+    if r.max_epochs < 1 and r.max_epochs != -1:
+        raise ConfigError(f"config.run.max_epochs must be >= 1 (or -1 with run.max_steps), got {r.max_epochs}")
+    if r.max_steps < 1 and r.max_steps != -1:
+        raise ConfigError(f"config.run.max_steps must be >= 1 (or -1: no limit), got {r.max_steps}")
+    for key in ("save_top_k", "checkpoint_every_n_steps"):
+        if getattr(r, key) < 0:
+            raise ConfigError(f"config.run.{key} must be >= 0, got {getattr(r, key)}")
+    if not r.output_dir.strip():
+        raise ConfigError("config.run.output_dir is empty")
+
+
 def validate(cfg: Any) -> None:
     """Cross-field checks that types alone cannot express."""
+    if hasattr(cfg, "run") and isinstance(cfg.run, RunConfig):
+        validate_run(cfg.run)
     if isinstance(cfg, ExperimentConfig):
         _choice(cfg.data.protocol, ("clean", "paper"), "data.protocol")
         validate_model(cfg.model)
@@ -384,5 +406,6 @@ def validate(cfg: Any) -> None:
 
 __all__ = [name for name in dir() if name.endswith("Config")] + [
     "from_dict", "to_dict", "load_config", "save_config", "read_yaml", "apply_overrides", "validate",
+    "validate_run",
     "validate_model",
 ]

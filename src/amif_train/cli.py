@@ -127,6 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AmifError as e:
         print(f"amif: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # e.g. a full disk or a folder that cannot be written: name the file, no traceback
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"amif: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

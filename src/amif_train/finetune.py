@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
@@ -21,7 +23,18 @@ from amif.data.vqa_dataset import VQADataset, collate_vqa
 from amif.evaluation import evaluate_dataset
 from amif.models.vqa import AMiFVQA
 from amif.protocols import build_answer_lists
+from amif.safe_io import atomic_write_text, load_torch_file
+from amif_train.checkpointing import (
+    AtomicCheckpointIO,
+    FolderModelCheckpoint,
+    LastCheckpoint,
+    checked_checkpoint,
+    prepare_run_dir,
+    prune_checkpoints,
+    write_model_folder,
+)
 from amif_train.reporting import format_table, write_results
+from amif_train.resume import EpochSampler, KeyedItems, ResumeState, resumable_fit
 from amif_train.run_info import csv_log_version, write_run_info
 from amif_train.vqa_module import VQAModule
 
@@ -56,18 +69,23 @@ def build_datasets(cfg: ExperimentConfig, image_size: int) -> dict[str, Any]:
 
 
 class VQADataModule(L.LightningDataModule):
-    """Train / val loaders. Under DDP, validation uses an *unrepeated* distributed sampler: every
-    validation question is scored exactly once across ranks (Lightning's default sampler pads ranks by
-    repeating samples), so the count-state metrics give exact accuracies."""
+    """Train / val loaders. The training order and augmentations are functions of (seed, epoch, position)
+    (:mod:`amif_train.resume`), so a resumed run sees the same batches. Under DDP, validation uses an
+    *unrepeated* distributed sampler: every validation question is scored exactly once across ranks
+    (Lightning's default sampler pads ranks by repeating samples), so the count-state metrics give
+    exact accuracies."""
 
-    def __init__(self, train, val, batch_size: int, eval_batch_size: int, num_workers: int):
+    def __init__(self, train, val, batch_size: int, eval_batch_size: int, num_workers: int, seed: int = 0):
         super().__init__()
-        self.train_ds, self.val_ds = train, val
+        self.train_ds, self.val_ds = KeyedItems(train, seed), val
+        self.sampler = EpochSampler(train, seed)
+        self.seed = seed
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.kw = {"collate_fn": collate_vqa, "num_workers": num_workers, "persistent_workers": num_workers > 0}
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_ds, batch_size=self.batch_size, shuffle=True, drop_last=True, **self.kw)
+        return DataLoader(self.train_ds, batch_size=self.batch_size, sampler=self.sampler, drop_last=True,
+                          generator=torch.Generator().manual_seed(self.seed), **self.kw)
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_ds is None:
@@ -76,13 +94,26 @@ class VQADataModule(L.LightningDataModule):
         if self.trainer is not None and self.trainer.world_size > 1:
             sampler = UnrepeatedDistributedSampler(self.val_ds, num_replicas=self.trainer.world_size,
                                                    rank=self.trainer.global_rank, shuffle=False)
-        return DataLoader(self.val_ds, batch_size=self.eval_batch_size, sampler=sampler, **self.kw)
+        # its own generator: creating its iterator leaves the global torch RNG (dropout) alone
+        return DataLoader(self.val_ds, batch_size=self.eval_batch_size, sampler=sampler,
+                          generator=torch.Generator(), **self.kw)
 
 
-def run_finetune(cfg: ExperimentConfig, *, resume: bool = False, model: AMiFVQA | None = None) -> dict[str, Any]:
-    """Fine-tune, select on validation, save the selected model and evaluate it on the test split."""
+def _is_global_zero() -> bool:
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0
+
+
+def run_finetune(cfg: ExperimentConfig, *, resume: bool = False, model: AMiFVQA | None = None,
+                 callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+    """Fine-tune, select on validation, save the selected model and evaluate it on the test split.
+
+    A fresh run needs an unused ``run.output_dir``; ``resume`` continues ``checkpoints/last.ckpt``
+    exactly (docs/reliability.md). ``callbacks`` are extra Lightning callbacks.
+    """
     L.seed_everything(cfg.run.seed, workers=True)
     out = Path(cfg.run.output_dir)
+    last = prepare_run_dir(out, resume) if _is_global_zero() else (out / "checkpoints" / "last.ckpt" if resume
+                                                                    else None)
     image_size = cfg.model.image_encoder.image_size
     data = build_datasets(cfg, image_size)
     lists = data["lists"]
@@ -100,38 +131,41 @@ def run_finetune(cfg: ExperimentConfig, *, resume: bool = False, model: AMiFVQA 
     ds = data["datasets"]
     select_on_val = not cfg.data.train_on_val
     datamodule = VQADataModule(ds["train"], ds["val"] if select_on_val else None, cfg.run.batch_size,
-                               cfg.run.eval_batch_size, cfg.data.num_workers)
-    # Two callbacks: the selected (best on val) checkpoint, and last.ckpt written after every epoch so a
-    # killed run resumes with at most one epoch lost (Lightning 2.6 only refreshes save_last together
-    # with a top-k save).
-    ckpt = ModelCheckpoint(
-        dirpath=out / "checkpoints", monitor="val/overall" if select_on_val else None, mode="max",
+                               cfg.run.eval_batch_size, cfg.data.num_workers, seed=cfg.run.seed)
+    # The selected (best on val) checkpoint; last.ckpt every run.checkpoint_every_n_steps steps and
+    # after every epoch (validated or not); the sampler position and RNG states inside both.
+    ckdir = out / "checkpoints"
+    ckpt = FolderModelCheckpoint(
+        dirpath=ckdir, monitor="val/overall" if select_on_val else None, mode="max",
         save_top_k=cfg.run.save_top_k if select_on_val else 0,
         filename="epoch{epoch:03d}-overall{val/overall:.4f}", auto_insert_metric_name=False,
     )
-    last_ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="last", monitor=None, save_top_k=1,
-                                enable_version_counter=False)
+    resume_state = ResumeState(datamodule.sampler, cfg.run.batch_size)
     trainer = L.Trainer(
         default_root_dir=out, max_epochs=cfg.run.max_epochs, max_steps=cfg.run.max_steps,
         accelerator=cfg.run.accelerator, devices=cfg.run.devices, strategy=cfg.run.strategy,
         precision=cfg.run.precision, accumulate_grad_batches=cfg.run.accumulate_grad_batches,
-        gradient_clip_val=cfg.run.gradient_clip_val, callbacks=[ckpt, last_ckpt],
+        gradient_clip_val=cfg.run.gradient_clip_val,
+        callbacks=[resume_state, *callbacks, ckpt, LastCheckpoint(ckdir, cfg.run.checkpoint_every_n_steps)],
+        plugins=[AtomicCheckpointIO(module)],
         logger=[CSVLogger(out, name="logs", version=csv_log_version(out, resume)),
                 TensorBoardLogger(out, name="tensorboard", version="")],
         log_every_n_steps=cfg.run.log_every_n_steps, enable_progress_bar=cfg.run.progress_bar,
         check_val_every_n_epoch=cfg.run.val_every_n_epochs, num_sanity_val_steps=0,
         limit_val_batches=1.0 if select_on_val else 0,
     )
-    last = out / "checkpoints" / "last.ckpt"
-    resuming = resume and last.is_file()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resuming else None)
+    with resumable_fit():
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last else None, weights_only=True)
     if not trainer.is_global_zero:
         return {}
-    selected = ckpt.best_model_path if select_on_val else last_ckpt.best_model_path
-    state = torch.load(selected, map_location="cpu", weights_only=False)["state_dict"]
-    module.load_state_dict(state)
+    prune_checkpoints(ckdir, set(ckpt.best_k_models))
+    selected = f"final weights (step {trainer.global_step})"
+    if select_on_val and ckpt.best_model_path:  # none when training ended before the first validation
+        path = checked_checkpoint(ckpt.best_model_path, ckdir)
+        module.load_state_dict(load_torch_file(path)["state_dict"])
+        selected = str(path)
     model = module.model.cpu().eval()
-    model_dir = model.save_pretrained(out / "model")
+    model_dir = write_model_folder(out / "model", model.save_pretrained)
     summary: dict[str, Any] = {"output_dir": str(out), "model_dir": str(model_dir), "selected_checkpoint": selected,
                                "protocol": lists.protocol}
     info = {"protocol": lists.protocol, "protocol_description": lists.description, "model": str(model_dir),
@@ -144,7 +178,7 @@ def run_finetune(cfg: ExperimentConfig, *, resume: bool = False, model: AMiFVQA 
                                      question_types=data["question_types"], progress=cfg.run.progress_bar)
     write_results(out / "results_test.json", metrics=metrics, predictions=rows, split=cfg.data.test_split, **info)
     summary["test"] = metrics
-    (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     print(f"\nTest split ({len(rows)} questions, protocol {lists.protocol}):\n"
           + format_table({"AMiF": metrics}))
     return summary

@@ -15,12 +15,13 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
@@ -29,8 +30,19 @@ from amif.data.pretrain_corpora import PretrainDataset, SkipReport, read_corpus
 from amif.data.transforms import build_eval_transform, build_pretrain_transform, build_teacher_transform
 from amif.errors import ConfigError
 from amif.models.pretrain import AMiFPretrainModel, PretrainCollate
+from amif.safe_io import atomic_write_text
 from amif.teachers import CaptionSimilarityTeacher, MemoCaptionTeacher, Teacher, load_teacher
+from amif_train.checkpointing import (
+    AtomicCheckpointIO,
+    FolderModelCheckpoint,
+    LastCheckpoint,
+    checked_checkpoint,
+    prepare_run_dir,
+    prune_checkpoints,
+    write_model_folder,
+)
 from amif_train.pretrain_module import PretrainModule
+from amif_train.resume import EpochSampler, KeyedItems, ResumeState, resumable_fit
 from amif_train.run_info import csv_log_version, write_run_info
 
 log = logging.getLogger("amif")
@@ -172,23 +184,28 @@ def _val_metrics(results: list[dict[str, Any]]) -> dict[str, float]:
     return {k[len("val/"):]: float(v) for k, v in results[0].items() if k.startswith("val/")}
 
 
-def run_pretrain(cfg: PretrainConfig, *, resume: bool = False) -> dict[str, Any]:
-    """Run one pre-training stage (see the module docstring); returns the summary (empty on ranks > 0)."""
+def run_pretrain(cfg: PretrainConfig, *, resume: bool = False, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+    """Run one pre-training stage (see the module docstring); returns the summary (empty on ranks > 0).
+
+    A fresh run needs an unused ``run.output_dir``; ``resume`` continues ``checkpoints/last.ckpt``
+    exactly (docs/reliability.md). ``callbacks`` are extra Lightning callbacks.
+    """
     L.seed_everything(cfg.run.seed, workers=True)
+    out = Path(cfg.run.output_dir)
+    zero = _is_global_zero()
+    last = prepare_run_dir(out, resume) if zero else (out / "checkpoints" / "last.ckpt" if resume else None)
     threads = torch.get_num_threads()
     if cfg.run.cpu_threads is not None:
         torch.set_num_threads(cfg.run.cpu_threads)
-    out = Path(cfg.run.output_dir)
-    zero = _is_global_zero()
     say = _RunLog(out, enabled=zero)
     try:
-        return _run(cfg, out, resume, say)
+        return _run(cfg, out, last, say, list(callbacks))
     finally:
         say.close()
         torch.set_num_threads(threads)
 
 
-def _run(cfg: PretrainConfig, out: Path, resume: bool, say: _RunLog) -> dict[str, Any]:
+def _run(cfg: PretrainConfig, out: Path, last: Path | None, say: _RunLog, callbacks: list[Callback]) -> dict[str, Any]:
     started = time.time()
     teacher = load_teacher_from_config(cfg.losses.teacher, cfg.losses.teacher_trust_remote_code)
     image_size = cfg.model.image_encoder.image_size
@@ -211,26 +228,32 @@ def _run(cfg: PretrainConfig, out: Path, resume: bool, say: _RunLog) -> dict[str
     collate = PretrainCollate(model.tokenizer, cfg.data.max_caption_tokens)
     nw = cfg.data.num_workers
     loader_kw = {"collate_fn": collate, "num_workers": nw, "persistent_workers": nw > 0}
-    train_loader = DataLoader(train_ds, batch_size=cfg.run.batch_size, shuffle=True, drop_last=True, **loader_kw)
-    val_loader = DataLoader(val_ds, batch_size=cfg.run.eval_batch_size, **loader_kw) if val_ds is not None else None
+    # order and augmentations are functions of (seed, epoch, position): a resumed run sees the same batches
+    sampler = EpochSampler(train_ds, cfg.run.seed)
+    train_loader = DataLoader(KeyedItems(train_ds, cfg.run.seed), batch_size=cfg.run.batch_size, sampler=sampler,
+                              drop_last=True, generator=torch.Generator().manual_seed(cfg.run.seed), **loader_kw)
+    val_loader = None  # its own generator: creating its iterator leaves the global torch RNG alone
+    if val_ds is not None:
+        val_loader = DataLoader(val_ds, batch_size=cfg.run.eval_batch_size, generator=torch.Generator(), **loader_kw)
     module = PretrainModule(model, cfg.run, teacher)
     has_val = val_loader is not None
-    ckpt = ModelCheckpoint(
-        dirpath=out / "checkpoints", monitor="val/recall_mean" if has_val else None, mode="max",
-        save_top_k=cfg.run.save_top_k if has_val else 0, save_last=True,
+    ckdir = out / "checkpoints"
+    ckpt = FolderModelCheckpoint(
+        dirpath=ckdir, monitor="val/recall_mean" if has_val else None, mode="max",
+        save_top_k=cfg.run.save_top_k if has_val else 0,
         filename="epoch{epoch:03d}-recall{val/recall_mean:.4f}" if has_val else "epoch{epoch:03d}",
         auto_insert_metric_name=False,
     )
     validated = _ValidatedStep()
-    last = out / "checkpoints" / "last.ckpt"
-    resuming = resume and last.is_file()
-    if resume and not resuming:
-        say(f"--resume: no {last} yet, starting from scratch")
+    resuming = last is not None
     trainer = L.Trainer(
         default_root_dir=out, max_epochs=cfg.run.max_epochs, max_steps=cfg.run.max_steps,
         accelerator=cfg.run.accelerator, devices=cfg.run.devices, strategy=cfg.run.strategy,
         precision=cfg.run.precision, accumulate_grad_batches=cfg.run.accumulate_grad_batches,
-        gradient_clip_val=cfg.run.gradient_clip_val, callbacks=[ckpt, validated],
+        gradient_clip_val=cfg.run.gradient_clip_val,
+        callbacks=[ResumeState(sampler, cfg.run.batch_size), validated, *callbacks, ckpt,
+                   LastCheckpoint(ckdir, cfg.run.checkpoint_every_n_steps)],
+        plugins=[AtomicCheckpointIO(module)],
         logger=[CSVLogger(out, name="logs", version=csv_log_version(out, resuming)),
                 TensorBoardLogger(out, name="tensorboard", version="")],
         log_every_n_steps=cfg.run.log_every_n_steps, enable_progress_bar=cfg.run.progress_bar,
@@ -246,15 +269,17 @@ def _run(cfg: PretrainConfig, out: Path, resume: bool, say: _RunLog) -> dict[str
         else:
             initial = _val_metrics(trainer.validate(module, val_loader, verbose=False))
             if trainer.is_global_zero:
-                initial_file.write_text(json.dumps(initial, indent=1), encoding="utf-8")
+                atomic_write_text(initial_file, json.dumps(initial, indent=1))
         say(f"retrieval before training: {_fmt(initial)}")
 
     fit_start = time.time()
-    with warnings.catch_warnings():  # frozen encoders are in eval mode on purpose (stage >= 1)
+    with resumable_fit(), warnings.catch_warnings():  # frozen encoders are in eval mode on purpose (stage >= 1)
         warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
-        trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resuming else None)
+        trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resuming else None, weights_only=True)
     fit_seconds = time.time() - fit_start
-    selected = ckpt.best_model_path or ckpt.last_model_path
+    if trainer.is_global_zero:
+        prune_checkpoints(ckdir, set(ckpt.best_k_models))
+    selected = str(checked_checkpoint(ckpt.best_model_path, ckdir)) if ckpt.best_model_path else ""
     final: dict[str, float] = {}
     if has_val and validated.step != trainer.global_step:
         # the last epochs were not validated (run.val_every_n_epochs does not divide them): score the
@@ -266,13 +291,15 @@ def _run(cfg: PretrainConfig, out: Path, resume: bool, say: _RunLog) -> dict[str
         else:
             selected = f"final weights (step {trainer.global_step})"
     elif has_val and selected:
-        final = _val_metrics(trainer.validate(module, val_loader, ckpt_path=selected, verbose=False))
-    elif selected:
-        module.load_state_dict(torch.load(selected, map_location="cpu", weights_only=False)["state_dict"])
+        final = _val_metrics(trainer.validate(module, val_loader, ckpt_path=selected, verbose=False,
+                                              weights_only=True))
+    else:  # no validation: the final weights, already in the module
+        selected = f"final weights (step {trainer.global_step})"
     if not trainer.is_global_zero:
         return {}
     model = module.model.cpu()
-    model_dir = model.save(out / "model", extra={"selected_checkpoint": selected, "retrieval": final})
+    model_dir = write_model_folder(out / "model", lambda d: model.save(
+        d, extra={"selected_checkpoint": selected, "retrieval": final}))
     summary: dict[str, Any] = {
         "output_dir": str(out), "model_dir": str(model_dir), "stage": cfg.run.stage,
         "selected_checkpoint": selected, "initial": initial, "final": final,
@@ -285,7 +312,7 @@ def _run(cfg: PretrainConfig, out: Path, resume: bool, say: _RunLog) -> dict[str
         "global_steps": trainer.global_step, "fit_seconds": round(fit_seconds, 1),
         "total_seconds": round(time.time() - started, 1),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     say(f"retrieval after training ({Path(selected).name if selected else 'final weights'}): {_fmt(final)}")
     say(f"model written to {model_dir}; summary in {out / 'summary.json'}")
     return summary

@@ -26,7 +26,14 @@ from typing import Any
 
 from amif.answers import normalize_answer, normalize_question
 from amif.data.images import load_image
-from amif.data.records import SPLITS, VQARecord, _iter_json_objects, parse_vqa_record, split_file
+from amif.data.records import (
+    SPLITS,
+    VQARecord,
+    _iter_json_objects,
+    image_exists,
+    parse_vqa_record,
+    split_file,
+)
 from amif.errors import DataError
 
 __all__ = ["CheckReport", "Problem", "check_dataset"]
@@ -205,7 +212,7 @@ def check_dataset(root: str | Path, *, allow_shared_images: bool = False, decode
         users = users_of[rel][:3]
         used_in = tuple(sorted({s for s, _ in users_of[rel]}))
         who = ", ".join(f"{s} qid {q!r}" for s, q in users)
-        if not p.is_file():
+        if not image_exists(root, rel):
             report.missing_images.append(Problem("missing_image", f"{rel}: not found (used by {who})",
                                                  used_in, (rel,)))
             continue

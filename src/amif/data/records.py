@@ -14,6 +14,7 @@ records is read as well as JSON Lines. See ``docs/data-format.md``.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +40,9 @@ class VQARecord:
     study_id: str | None = None  # images of one study/patient/volume share it (leak checks, splits)
     extra: dict[str, Any] = field(default_factory=dict)  # other official fields kept verbatim
 
+    def __post_init__(self) -> None:
+        _check_fields(self, f"qid {self.qid!r}")
+
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         if not d["extra"]:
@@ -58,6 +62,9 @@ class CaptionRecord:
     view: str | None = None  # view type, e.g. "PA", "LATERAL", "axial"
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        _check_fields(self, f"id {self.id!r}")
+
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         if not d["extra"]:
@@ -65,38 +72,87 @@ class CaptionRecord:
         return d
 
 
+def _check_fields(record: Any, where: str) -> None:
+    """Every field of a record must be writable as JSON Lines (see :func:`check_plain`); the DataError
+    names the record (a reader adds the file)."""
+    for key, value in vars(record).items():
+        check_plain(value, key, None, where)
+
+
 _VQA_REQUIRED = ("qid", "image", "question", "answer", "split")
 _CAPTION_REQUIRED = ("id", "image", "caption", "split")
+
+
+MAX_DEPTH = 64  # deeper nesting in a record is refused (it would only exhaust the stack)
+
+
+def _decode(raw: bytes, path: Path, record: str | None) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})", path=path,
+                        record=record) from e
+
+
+def _loads(text: str, path: Path, record: str | None) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        at = f"line {e.lineno}, column {e.colno}" if record is None else f"column {e.colno}"
+        raise DataError(f"malformed JSON at {at}: {e.msg}", path=path, record=record) from e
+    except RecursionError as e:
+        raise DataError("JSON nested too deeply", path=path, record=record) from e
 
 
 def _iter_json_objects(path: Path) -> Iterator[tuple[int, Any]]:
     """Yield (1-based record number, object) from a JSON list file or a JSON Lines file."""
     if not path.is_file():
         raise DataError("file not found", path=path)
-    text = path.read_text(encoding="utf-8")
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(f"malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}", path=path) from e
-        for i, obj in enumerate(data, start=1):
-            yield i, obj
+    raw = path.read_bytes()
+    if raw.startswith(b"\xef\xbb\xbf"):  # UTF-8 byte-order mark
+        raw = raw[3:]
+    if raw.lstrip().startswith(b"["):
+        yield from enumerate(_loads(_decode(raw, path, None), path, None), start=1)
         return
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(raw.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"malformed JSON: {e.msg} (column {e.colno})", path=path, record=f"line {lineno}") from e
-        yield lineno, obj
+        where = f"line {lineno}"
+        yield lineno, _loads(_decode(line, path, where), path, where)
+
+
+def check_text(value: str, key: str, path: object, where: object) -> str:
+    """``value`` unless it cannot be written as UTF-8 (a lone surrogate such as ``\\ud800``): a DataError."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise DataError(f"field {key!r} holds text that is not valid Unicode ({e.reason} at position {e.start})",
+                        path=path, record=where) from e
+    return value
+
+
+def check_plain(value: Any, key: str, path: object, where: object, depth: int = 0) -> None:
+    """An extra field must be JSON that can be written back: UTF-8 text, finite numbers, bounded nesting."""
+    if depth > MAX_DEPTH:
+        raise DataError(f"field {key!r} is nested more than {MAX_DEPTH} levels deep", path=path, record=where)
+    if isinstance(value, str):
+        check_text(value, key, path, where)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise DataError(f"field {key!r} holds {value!r}, which JSON cannot represent", path=path, record=where)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            check_text(str(k), key, path, where)
+            check_plain(v, key, path, where, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            check_plain(v, key, path, where, depth + 1)
 
 
 def _check_str(obj: dict, key: str, path: Path, where: str, *, allow_empty: bool = False) -> str:
     value = obj.get(key)
     if not isinstance(value, str):
         raise DataError(f"field {key!r} must be a string, got {type(value).__name__}", path=path, record=where)
+    check_text(value, key, path, where)
     if not allow_empty and not value.strip():
         raise DataError(f"field {key!r} is empty", path=path, record=where)
     return value
@@ -115,6 +171,8 @@ def parse_vqa_record(obj: Any, path: Path, where: str) -> VQARecord:
     if not isinstance(obj, dict):
         raise DataError(f"expected a JSON object, got {type(obj).__name__}", path=path, record=where)
     missing = [k for k in _VQA_REQUIRED if k not in obj]
+    for k, v in obj.items():
+        check_plain(v, str(k), path, where)
     if "qid" in obj:
         where = f"{where} (qid {obj['qid']!r})"
     if missing:
@@ -124,6 +182,8 @@ def parse_vqa_record(obj: Any, path: Path, where: str) -> VQARecord:
     question = _check_str(obj, "question", path, where)
     answer = obj["answer"]
     if isinstance(answer, (int, float)) and not isinstance(answer, bool):
+        if not math.isfinite(answer):
+            raise DataError(f"field 'answer' is {answer!r}, not a valid answer", path=path, record=where)
         answer = str(answer)
     if not isinstance(answer, str) or not answer.strip():
         raise DataError("field 'answer' is empty or not a string", path=path, record=where)
@@ -150,6 +210,8 @@ def parse_caption_record(obj: Any, path: Path, where: str) -> CaptionRecord:
     """Validate one JSON object as a :class:`CaptionRecord`; errors name ``path`` and ``where``."""
     if not isinstance(obj, dict):
         raise DataError(f"expected a JSON object, got {type(obj).__name__}", path=path, record=where)
+    for k, v in obj.items():
+        check_plain(v, str(k), path, where)
     if "id" in obj:
         where = f"{where} (id {obj['id']!r})"
     missing = [k for k in _CAPTION_REQUIRED if k not in obj]
@@ -219,6 +281,14 @@ def load_caption_split(root: str | Path, split: str) -> list[CaptionRecord]:
         if (root / name).is_file():
             return read_caption_records(root / name)
     raise DataError(f"no captions_{split}.jsonl in the dataset folder", path=root)
+
+
+def image_exists(root: str | Path, rel: str) -> bool:
+    """Whether ``root/rel`` is a file (a name the file system cannot hold, e.g. over 255 bytes, is not)."""
+    try:
+        return resolve_image(root, rel).is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def resolve_image(root: str | Path, rel: str) -> Path:

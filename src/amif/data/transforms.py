@@ -444,6 +444,13 @@ class ImageTransform:
         self.rng = random.Random(seed)
         self._worker_key = None
 
+    def reseed_item(self, key: str) -> None:
+        """Seed the generator from ``(seed, key)`` for the next call, in this process or worker alike
+        (the per-worker reseeding is skipped): the augmentation of an item then depends on ``key`` only."""
+        self.rng = random.Random(f"{self.seed}:{key}")
+        info = get_worker_info()
+        self._worker_key = None if info is None else (os.getpid(), int(info.seed))
+
     def _check_worker(self) -> None:
         info = get_worker_info()
         if info is None:

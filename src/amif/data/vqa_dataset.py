@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from amif.answers import normalize_question
 from amif.data.images import load_image
-from amif.data.records import VQARecord, resolve_image
+from amif.data.records import VQARecord, image_exists, resolve_image
 from amif.errors import DataError
 
 
@@ -44,7 +44,7 @@ class VQADataset(Dataset):
                 self.questions.append(normalize_question(r.question))
             except ValueError as e:
                 raise DataError(f"question is empty ({e})", path=self.source, record=f"qid {r.qid!r}") from e
-            if not blank_images and not resolve_image(self.root, r.image).is_file():
+            if not blank_images and not image_exists(self.root, r.image):
                 raise DataError(
                     f"image {r.image!r} not found under {self.root}", path=self.source, record=f"qid {r.qid!r}"
                 )

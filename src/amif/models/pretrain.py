@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoTokenizer, CLIPVisionConfig, PreTrainedTokenizerBase
 
@@ -49,6 +49,7 @@ from amif.models.coattention import CoAttentionFusion
 from amif.models.image_encoder import ImageEncoder
 from amif.models.pretrained import check_state_dict
 from amif.models.text_encoder import TextEncoder, load_tokenizer
+from amif.safe_io import load_safetensors
 
 __all__ = [
     "AMiFPretrainModel",
@@ -496,7 +497,7 @@ class AMiFPretrainModel(nn.Module):
         file = path / WEIGHTS if path.is_dir() else path
         if not file.is_file():
             raise CheckpointError(f"no {WEIGHTS} in {path}")
-        state = load_file(str(file), device=str(map_location))
+        state = load_safetensors(file, device=str(map_location))
         check_state_dict(self, state, strict=True, allow_missing=not strict,
                          context=f"weights in {file} (pre-training model)")
         self.load_state_dict(state, strict=False)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from transformers import AutoConfig, AutoTokenizer, CLIPVisionConfig, PreTrainedTokenizerBase
 
@@ -27,6 +27,7 @@ from amif.models.gated_cross_attention import GatedCrossAttention
 from amif.models.image_encoder import ImageEncoder
 from amif.models.pretrained import check_state_dict
 from amif.models.text_encoder import TextEncoder, load_tokenizer
+from amif.safe_io import load_safetensors
 
 FORMAT = "amif-vqa"
 FORMAT_VERSION = 1
@@ -290,7 +291,10 @@ class AMiFVQA(nn.Module):
         missing = [n for n in (META, WEIGHTS, "text_encoder", "image_encoder", "tokenizer") if not (folder / n).exists()]
         if missing:
             raise CheckpointError(f"model folder {folder} is incomplete: missing {', '.join(missing)}")
-        meta = json.loads((folder / META).read_text(encoding="utf-8"))
+        try:
+            meta = json.loads((folder / META).read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+            raise CheckpointError(f"{folder / META}: not valid JSON ({e})") from e
         if meta.get("format") != FORMAT:
             raise CheckpointError(f"{folder / META} is not an amif VQA model (format {meta.get('format')!r})")
         cfg = from_dict(ModelConfig, meta["model"], "model")
@@ -303,7 +307,7 @@ class AMiFVQA(nn.Module):
             vision_config=CLIPVisionConfig.from_pretrained(str(folder / "image_encoder"), local_files_only=True),
             load_pretrained=False,
         )
-        state = load_file(str(folder / WEIGHTS), device=str(map_location))
+        state = load_safetensors(folder / WEIGHTS, device=str(map_location))
         _load_checked(model, state, str(folder / WEIGHTS), strict=True)
         model.meta = dict(meta.get("meta") or {})
         return model
@@ -318,7 +322,7 @@ class AMiFVQA(nn.Module):
         file = path / WEIGHTS if path.is_dir() else path
         if not file.is_file():
             raise CheckpointError(f"no {WEIGHTS} in {path}")
-        state = {k: v for k, v in load_file(str(file)).items() if k.startswith(ENCODER_PREFIXES)}
+        state = {k: v for k, v in load_safetensors(file).items() if k.startswith(ENCODER_PREFIXES)}
         if not state:
             raise CheckpointError(f"{file} holds no image_encoder./text_encoder./fusion. weights")
         _load_checked(self, state, str(file), strict=False)

@@ -8,6 +8,7 @@ them to :func:`write_prepared`, which copies (or hard-links) the images, writes 
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import shutil
@@ -17,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from amif.data.records import SPLITS, VQARecord, write_records
+from amif.data.records import SPLITS, VQARecord, check_text, write_records
 from amif.errors import DataError
+from amif.safe_io import TEMP_MARK, remove_stale_temps
 
 MARKER = "prepare.json"  # written into every prepared folder; also proves the folder is ours to overwrite
 IMAGE_DIR = "images"
@@ -35,8 +37,18 @@ class BadRows:
         self.skip_bad = skip_bad
         self.items: list[dict[str, str]] = []
 
-    def add(self, error: DataError) -> None:
-        """Re-raise ``error`` unless skipping; when skipping, record where and why."""
+    def add(self, error: Exception, path: Path | None = None, record: str | None = None) -> None:
+        """Re-raise ``error`` unless skipping; when skipping, record where and why.
+
+        A ``RecursionError`` (a row nested too deeply) or ``UnicodeError`` becomes a :class:`DataError`
+        naming ``path`` and ``record``.
+        """
+        if not isinstance(error, DataError):
+            reason = ("nested too deeply" if isinstance(error, RecursionError)
+                      else f"text that cannot be encoded ({type(error).__name__})")
+            error = DataError(reason, path=path, record=record)
+        elif error.path is None and path is not None:  # raised by the record itself: add the file and row
+            error = DataError(str(error), path=path, record=record)
         if not self.skip_bad:
             raise error
         self.items.append({
@@ -58,9 +70,12 @@ def require_str(row: dict, key: str, path: Path, where: str, *, allow_numbers: b
         raise DataError(f"missing field {key!r}", path=path, record=where)
     value = row[key]
     if allow_numbers and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise DataError(f"field {key!r} is {value!r}, not a valid value", path=path, record=where)
         value = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
     if not isinstance(value, str):
         raise DataError(f"field {key!r} must be a string, got {type(value).__name__}", path=path, record=where)
+    check_text(value, key, path, where)
     value = value.strip()
     if not value:
         raise DataError(f"field {key!r} is empty", path=path, record=where)
@@ -96,20 +111,50 @@ def yes_no_answer_type(answer: str) -> str:
     return "CLOSED" if a in _YES_NO else "OPEN"
 
 
-def json_safe(value: Any) -> Any:
-    """Make an extra field JSON-serialisable (numpy scalars -> Python, sets/tuples -> lists, else str)."""
-    if value is None or isinstance(value, (str, bool, int, float)):
+MAX_DEPTH = 64  # deeper nesting in an extra field is refused (it would only exhaust the stack)
+
+
+def json_safe(value: Any, _depth: int = 0) -> Any:
+    """Make an extra field JSON-serialisable (numpy scalars -> Python, sets/tuples -> lists, else str).
+
+    Non-finite numbers become ``None`` (JSON has no NaN); text that is not valid Unicode (a lone
+    surrogate) raises ``UnicodeError`` and nesting deeper than :data:`MAX_DEPTH` raises ``RecursionError``
+    (:meth:`BadRows.add` turns both into a :class:`DataError` naming the row).
+    """
+    if _depth > MAX_DEPTH:
+        raise RecursionError("nested too deeply")
+    if isinstance(value, str):
+        value.encode("utf-8")
+        return value
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (bool, int, float)):
         return value
     if hasattr(value, "item") and callable(value.item):  # numpy scalar
         try:
-            return json_safe(value.item())
+            return json_safe(value.item(), _depth + 1)
         except (TypeError, ValueError):
             pass
     if isinstance(value, (list, tuple, set, frozenset)):
-        return [json_safe(v) for v in value]
+        return [json_safe(v, _depth + 1) for v in value]
     if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    return str(value)
+        return {json_safe(str(k), _depth + 1): json_safe(v, _depth + 1) for k, v in value.items()}
+    return json_safe(str(value), _depth + 1)
+
+
+def load_json_list(path: Path) -> list[Any]:
+    """A JSON file holding a list (of question records); unreadable, malformed or too deep is a DataError."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read: {e}", path=path) from e
+    except json.JSONDecodeError as e:
+        raise DataError(f"malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}", path=path) from e
+    except RecursionError as e:
+        raise DataError("JSON nested too deeply", path=path) from e
+    if not isinstance(data, list):
+        raise DataError(f"expected a JSON list of question records, got {type(data).__name__}", path=path)
+    return data
 
 
 # ---------------------------------------------------------------------------------------------- images
@@ -131,9 +176,23 @@ def find_image(folder: Path, rel: str, path: Path, where: str, *, suffixes: Sequ
     if not p.suffix or p.suffix.lower() not in {s.lower() for s in IMAGE_SUFFIXES}:
         candidates += [folder / (str(p) + s) for s in suffixes]
     for c in candidates:
-        if c.is_file():
-            return c
-    raise DataError(f"image {rel!r} not found (looked for {candidates[0]})", path=path, record=where)
+        try:
+            found = c.is_file()
+        except (OSError, ValueError):  # e.g. a name over the file system's limit: no such image
+            found = False
+        if found:
+            return _inside(c, folder, rel, path, where)
+    shown = str(candidates[0]) if len(str(candidates[0])) <= 200 else str(candidates[0])[:200] + "..."
+    raise DataError(f"image {rel[:200]!r} not found (looked for {shown})", path=path, record=where)
+
+
+def _inside(found: Path, folder: Path, rel: str, path: Path, where: str) -> Path:
+    """The real file behind ``found``: symlinks are followed, but only to files inside ``folder``."""
+    real = found.resolve()
+    if not real.is_relative_to(folder.resolve()):
+        raise DataError(f"image {rel!r} is a link to {real}, outside the dataset's image folder", path=path,
+                        record=where)
+    return real
 
 
 class ImageStore:
@@ -201,6 +260,7 @@ def prepare_out(out: str | Path, src: Path, overwrite: bool) -> Path:
         raise DataError("the output folder may not be the source folder or contain it", path=out)
     if out.exists() and not out.is_dir():
         raise DataError("output path exists and is not a folder", path=out)
+    remove_stale_temps(out)  # what an interrupted conversion left
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise DataError("output folder is not empty (pass overwrite=True / --overwrite to replace it)",
@@ -309,15 +369,22 @@ def write_prepared(
     dedupe_qids(records, card.notes)
     used = {r.image for r in records}
     linked = copied = 0
-    for rel, source in sorted(images.plan.items()):
-        if rel not in used:  # image of a skipped row only
-            continue
-        if _place(source, out / rel, link):
-            linked += 1
-        else:
-            copied += 1
-    for split in SPLITS:
-        write_records(out / f"{split}.jsonl", [r for r in records if r.split == split])
+    final, out = out, out / f"{TEMP_MARK}prepare-{os.getpid()}"  # published by _publish when complete
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    try:
+        for rel, source in sorted(images.plan.items()):
+            if rel not in used:  # image of a skipped row only
+                continue
+            if _place(source, out / rel, link):
+                linked += 1
+            else:
+                copied += 1
+        for split in SPLITS:
+            write_records(out / f"{split}.jsonl", [r for r in records if r.split == split])
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
     summary: dict[str, Any] = {
         "dataset": card.name,
         "title": card.title,
@@ -334,9 +401,24 @@ def write_prepared(
         "licence": card.licence,
         **(extra or {}),
     }
-    (out / MARKER).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    (out / "README.md").write_text(render_card(card, summary), encoding="utf-8")
+    summary["out"] = str(final)
+    try:
+        (out / "README.md").write_text(render_card(card, summary), encoding="utf-8")
+        (out / MARKER).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    _publish(out, final)
     return summary
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Move the finished conversion from ``tmp`` (inside ``final``) into ``final``; the marker goes last, so
+    a folder without it is an unfinished conversion (and ``--overwrite`` may replace it)."""
+    for entry in sorted(tmp.iterdir(), key=lambda e: e.name == MARKER):
+        os.replace(entry, final / entry.name)
+    tmp.rmdir()
+    remove_stale_temps(final)
 
 
 def render_card(card: DatasetCard, summary: dict[str, Any]) -> str:

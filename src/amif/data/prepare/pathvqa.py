@@ -142,8 +142,8 @@ def prepare_pathvqa(
         for i, row in enumerate(rows, start=1):
             try:
                 records.append(_record(row, i, path, split, image_root, images))
-            except DataError as e:
-                bad.add(e)
+            except (DataError, RecursionError, UnicodeError) as e:
+                bad.add(e, path, f"#{i}")
     card = replace(CARD, layout=f"{qas.relative_to(src).as_posix() or '.'} + "
                                 f"{image_root.relative_to(src).as_posix() or '.'}", notes=[])
     card.notes.append("PathVQA has no answer-type field: answer_type is CLOSED when the answer is yes or no "

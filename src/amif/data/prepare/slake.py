@@ -7,7 +7,6 @@ that report SLAKE results. ``content_type`` becomes the record's ``question_type
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from amif.data.prepare.common import (
     check_source,
     find_image,
     find_root,
+    load_json_list,
     normalize_answer_type,
     prepare_out,
     require_dict,
@@ -54,15 +54,7 @@ def _is_slake(d: Path) -> bool:
 
 
 def _load(path: Path) -> list[Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read: {e}", path=path) from e
-    except json.JSONDecodeError as e:
-        raise DataError(f"malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}", path=path) from e
-    if not isinstance(data, list):
-        raise DataError(f"expected a JSON list of question records, got {type(data).__name__}", path=path)
-    return data
+    return load_json_list(path)
 
 
 def _record(row: Any, i: int, path: Path, split: str, root: Path, images: ImageStore, languages: set[str] | None
@@ -132,8 +124,8 @@ def prepare_slake(
         for i, row in enumerate(_load(path), start=1):
             try:
                 rec = _record(row, i, path, split, root, images, keep)
-            except DataError as e:
-                bad.add(e)
+            except (DataError, RecursionError, UnicodeError) as e:
+                bad.add(e, path, f"#{i}")
                 continue
             if rec is None:
                 dropped += 1

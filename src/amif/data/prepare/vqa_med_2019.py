@@ -232,8 +232,8 @@ def prepare_vqa_med_2019(
                 continue
             try:
                 rec = _row(line, lineno, path, split, file_category, image_dirs[split], images, keep)
-            except DataError as e:
-                bad.add(e)
+            except (DataError, RecursionError, UnicodeError) as e:
+                bad.add(e, path, f"line {lineno}")
                 continue
             if isinstance(rec, str):
                 dropped[rec] += 1

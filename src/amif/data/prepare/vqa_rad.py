@@ -8,7 +8,6 @@ and ``amif data check`` reports it unless told ``--allow-shared-images``.)
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from amif.data.prepare.common import (
     check_source,
     find_image,
     find_root,
+    load_json_list,
     normalize_answer_type,
     prepare_out,
     require_dict,
@@ -69,15 +69,7 @@ def _is_mevf(d: Path) -> bool:
 
 
 def _load_json_list(path: Path) -> list[Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read: {e}", path=path) from e
-    except json.JSONDecodeError as e:
-        raise DataError(f"malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}", path=path) from e
-    if not isinstance(data, list):
-        raise DataError(f"expected a JSON list of question records, got {type(data).__name__}", path=path)
-    return data
+    return load_json_list(path)
 
 
 def _record(row: Any, i: int, path: Path, split: str | None, image_dir: Path, images: ImageStore,
@@ -168,8 +160,8 @@ def prepare_vqa_rad(
         for i, row in enumerate(_load_json_list(path), start=1):
             try:
                 records.append(_record(row, i, path, split, image_dir, images, extra_keys))
-            except DataError as e:
-                bad.add(e)
+            except (DataError, RecursionError, UnicodeError) as e:
+                bad.add(e, path, f"#{i}")
 
     train = [r for r in records if r.split == "train"]
     n_val_images = carve_by_image(train, float(val_fraction), int(seed))
