@@ -14,11 +14,11 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
-from amif.config import ExperimentConfig
+from amif.config import ExperimentConfig, resolve_batch_size
 from amif.data.records import load_split, split_file
 from amif.data.transforms import build_eval_transform, build_train_transform
 from amif.data.vqa_dataset import VQADataset, collate_vqa
-from amif.evaluation import evaluate_dataset
+from amif.evaluation import autocast_dtype_for, evaluate_dataset
 from amif.models.vqa import AMiFVQA
 from amif.protocols import build_answer_lists
 from amif_train.reporting import format_table, write_results
@@ -82,6 +82,7 @@ class VQADataModule(L.LightningDataModule):
 def run_finetune(cfg: ExperimentConfig, *, resume: bool = False, model: AMiFVQA | None = None) -> dict[str, Any]:
     """Fine-tune, select on validation, save the selected model and evaluate it on the test split."""
     L.seed_everything(cfg.run.seed, workers=True)
+    cfg = resolve_batch_size(cfg)  # run.batch_size: per device, from run.global_batch_size when set
     out = Path(cfg.run.output_dir)
     image_size = cfg.model.image_encoder.image_size
     data = build_datasets(cfg, image_size)
@@ -130,18 +131,25 @@ def run_finetune(cfg: ExperimentConfig, *, resume: bool = False, model: AMiFVQA 
     selected = ckpt.best_model_path if select_on_val else last_ckpt.best_model_path
     state = torch.load(selected, map_location="cpu", weights_only=False)["state_dict"]
     module.load_state_dict(state)
+    # Lightning's teardown leaves the model on the CPU: save from there, then evaluate on the device
+    # (and at the precision) training used
+    device = trainer.strategy.root_device
     model = module.model.cpu().eval()
     model_dir = model.save_pretrained(out / "model")
+    model.to(device)
+    autocast = autocast_dtype_for(cfg.run.precision, device)
     summary: dict[str, Any] = {"output_dir": str(out), "model_dir": str(model_dir), "selected_checkpoint": selected,
-                               "protocol": lists.protocol}
+                               "protocol": lists.protocol, "evaluation_device": str(device),
+                               "per_device_batch_size": cfg.run.batch_size}
     info = {"protocol": lists.protocol, "protocol_description": lists.description, "model": str(model_dir),
             "dataset": str(cfg.data.root), "blank_images": cfg.data.blank_images}
     if select_on_val:
         _, val_metrics = evaluate_dataset(model, ds["val"], batch_size=cfg.run.eval_batch_size,
-                                          question_types=data["question_types"])
+                                          question_types=data["question_types"], autocast_dtype=autocast)
         summary["val"] = val_metrics
     rows, metrics = evaluate_dataset(model, ds["test"], batch_size=cfg.run.eval_batch_size,
-                                     question_types=data["question_types"], progress=cfg.run.progress_bar)
+                                     question_types=data["question_types"], progress=cfg.run.progress_bar,
+                                     autocast_dtype=autocast)
     write_results(out / "results_test.json", metrics=metrics, predictions=rows, split=cfg.data.test_split, **info)
     summary["test"] = metrics
     (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")

@@ -24,6 +24,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from amif.config import resolve_batch_size
 from amif.config_pretrain import CorpusConfig, PretrainConfig
 from amif.data.pretrain_corpora import PretrainDataset, SkipReport, read_corpus
 from amif.data.transforms import build_eval_transform, build_pretrain_transform, build_teacher_transform
@@ -211,6 +212,7 @@ def _val_metrics(results: list[dict[str, Any]]) -> dict[str, float]:
 def run_pretrain(cfg: PretrainConfig, *, resume: bool = False) -> dict[str, Any]:
     """Run one pre-training stage (see the module docstring); returns the summary (empty on ranks > 0)."""
     L.seed_everything(cfg.run.seed, workers=True)
+    cfg = resolve_batch_size(cfg, pretraining=True)  # per-device batch from run.global_batch_size when set
     threads = torch.get_num_threads()
     if cfg.run.cpu_threads is not None:
         torch.set_num_threads(cfg.run.cpu_threads)
