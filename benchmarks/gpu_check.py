@@ -94,7 +94,8 @@ def sync_warnings(device: torch.device, record: list):
 
 def measure(name: str, step: Callable[[], Any], flop_step: Callable[[], Any], device: torch.device,
             steps: int, warmup: int, items: int) -> dict[str, Any]:
-    """Median wall time of ``step`` over ``steps`` calls after ``warmup``, peak memory and FLOPs."""
+    """Median wall time of ``step`` over ``steps`` calls after ``warmup``, peak memory and FLOPs of
+    ``flop_step`` (all that runs: with activation checkpointing the recomputed forward counts too)."""
     for _ in range(warmup):
         step()
     _sync(device)
@@ -144,6 +145,7 @@ def training_step(model: torch.nn.Module, loss: Callable[[], torch.Tensor], devi
 
 def pretrain_phases(files, device, autocast, batch_size: int, steps: int, warmup: int,
                     caption_words: int) -> list[dict[str, Any]]:
+    from amif.models.coattention import enable_activation_checkpointing
     from amif.models.pretrain import AMiFPretrainModel
     from amif.teacher import load_teacher
 
@@ -151,6 +153,8 @@ def pretrain_phases(files, device, autocast, batch_size: int, steps: int, warmup
     teacher = load_teacher(cfg.losses.teacher, device)
     torch.manual_seed(0)
     model = AMiFPretrainModel(cfg.model, cfg.losses, stage=0).to(device)
+    if cfg.run.activation_checkpointing:  # as PretrainModule does with this config
+        enable_activation_checkpointing(model)
     batch = _to(pretrain_batch(model, teacher, batch_size, caption_words=caption_words), device)
 
     def loss() -> torch.Tensor:
@@ -164,18 +168,22 @@ def pretrain_phases(files, device, autocast, batch_size: int, steps: int, warmup
         model.train()
         step, forward_backward = training_step(model, loss, device, after=model.clamp_temperatures)
         out.append(measure(name, step, forward_backward, device, steps, warmup, batch_size))
+        out[-1]["activation_checkpointing"] = cfg.run.activation_checkpointing
         model.zero_grad(set_to_none=True)
     return out
 
 
 def finetune_phases(files, device, autocast, batch_size: int, rank_batch: int, n_candidates: int,
                     steps: int, warmup: int) -> list[dict[str, Any]]:
+    from amif.models.coattention import enable_activation_checkpointing
     from amif.models.vqa import AMiFVQA
 
     cfg = load_paper_config("finetune_slake", files)
     torch.manual_seed(0)
     cands = candidate_answers(n_candidates)
     model = AMiFVQA(cfg.model, cands, sorted({w for c in cands for w in c.split()})).to(device)
+    if cfg.run.activation_checkpointing:
+        enable_activation_checkpointing(model)
     params = sum(p.numel() for p in model.parameters())
     batch = _to(vqa_batch(model, batch_size), device)
     model.train()

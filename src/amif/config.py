@@ -178,6 +178,10 @@ class RunConfig:
     cache_frozen_features: bool = False
     progress_bar: bool = True
     save_top_k: int = 1
+    # recompute the encoders' and co-attention layers' activations in the backward pass instead of
+    # keeping them: far less memory for about one more forward pass per step (the paper's 256-pair
+    # pre-training batch on one GPU, configs/paper)
+    activation_checkpointing: bool = False
 
 
 @dataclasses.dataclass

@@ -21,6 +21,7 @@ from amif.data.vqa_dataset import VQADataset, collate_vqa
 from amif.evaluation import autocast_dtype_for, evaluate_dataset
 from amif.models.vqa import AMiFVQA
 from amif.protocols import build_answer_lists
+from amif_train.callbacks import progress_bar
 from amif_train.reporting import format_table, write_results
 from amif_train.run_info import csv_log_version, write_run_info
 from amif_train.vqa_module import VQAModule
@@ -116,7 +117,7 @@ def run_finetune(cfg: ExperimentConfig, *, resume: bool = False, model: AMiFVQA 
         default_root_dir=out, max_epochs=cfg.run.max_epochs, max_steps=cfg.run.max_steps,
         accelerator=cfg.run.accelerator, devices=cfg.run.devices, strategy=cfg.run.strategy,
         precision=cfg.run.precision, accumulate_grad_batches=cfg.run.accumulate_grad_batches,
-        gradient_clip_val=cfg.run.gradient_clip_val, callbacks=[ckpt, last_ckpt],
+        gradient_clip_val=cfg.run.gradient_clip_val, callbacks=[ckpt, last_ckpt, *progress_bar(cfg.run)],
         logger=[CSVLogger(out, name="logs", version=csv_log_version(out, resume)),
                 TensorBoardLogger(out, name="tensorboard", version="")],
         log_every_n_steps=cfg.run.log_every_n_steps, enable_progress_bar=cfg.run.progress_bar,

@@ -24,13 +24,14 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from amif.config import resolve_batch_size
+from amif.config import count_devices, resolve_batch_size
 from amif.config_pretrain import CorpusConfig, PretrainConfig
 from amif.data.pretrain_corpora import PretrainDataset, SkipReport, read_corpus
 from amif.data.transforms import build_eval_transform, build_pretrain_transform, build_teacher_transform
 from amif.errors import ConfigError, DataError
 from amif.models.pretrain import AMiFPretrainModel, PretrainCollate
 from amif.teacher import CaptionSimilarityTeacher, Teacher, load_teacher
+from amif_train.callbacks import progress_bar
 from amif_train.pretrain_module import PretrainModule
 from amif_train.run_info import csv_log_version, write_run_info
 
@@ -246,6 +247,8 @@ def _run(cfg: PretrainConfig, out: Path, resume: bool, say: _RunLog) -> dict[str
                               "corpora": counts, "skipped": _skip_summary(skipped)})
 
     model = _build_model(cfg, say)
+    if count_devices(cfg.run) > 1:  # equal caption shapes on every process without a per-step all-reduce
+        model.fixed_caption_length = cfg.data.max_caption_tokens
     collate = PretrainCollate(model.tokenizer, cfg.data.max_caption_tokens)
     nw = cfg.data.num_workers
     loader_kw = {"collate_fn": collate, "num_workers": nw, "persistent_workers": nw > 0}
@@ -268,7 +271,7 @@ def _run(cfg: PretrainConfig, out: Path, resume: bool, say: _RunLog) -> dict[str
         default_root_dir=out, max_epochs=cfg.run.max_epochs, max_steps=cfg.run.max_steps,
         accelerator=cfg.run.accelerator, devices=cfg.run.devices, strategy=cfg.run.strategy,
         precision=cfg.run.precision, accumulate_grad_batches=cfg.run.accumulate_grad_batches,
-        gradient_clip_val=cfg.run.gradient_clip_val, callbacks=[ckpt, validated],
+        gradient_clip_val=cfg.run.gradient_clip_val, callbacks=[ckpt, validated, *progress_bar(cfg.run)],
         logger=[CSVLogger(out, name="logs", version=csv_log_version(out, resuming)),
                 TensorBoardLogger(out, name="tensorboard", version="")],
         log_every_n_steps=cfg.run.log_every_n_steps, enable_progress_bar=cfg.run.progress_bar,
