@@ -146,7 +146,11 @@ class RunConfig:
     seed: int = 42
     max_epochs: int = 50
     max_steps: int = -1
-    batch_size: int = 24
+    batch_size: int = 24  # per device; derived from global_batch_size when that is set
+    # samples per optimiser step over all devices (per-device batch x devices x accumulation). When set,
+    # run.batch_size is derived from it at start-up, so one file runs on 1 GPU and, by overriding
+    # run.devices, on several with the same optimisation (it must divide evenly)
+    global_batch_size: int | None = None
     eval_batch_size: int = 32
     lr: float = 1.5e-5
     lr_new_modules: float | None = None  # optional separate LR for randomly initialised modules
@@ -177,6 +181,10 @@ class RunConfig:
     # also write checkpoints/last.ckpt every N optimizer steps (0: only at the end of every epoch), so a
     # killed run loses at most N steps; a resumed run continues bit-exactly (docs/reliability.md)
     checkpoint_every_n_steps: int = 0
+    # recompute the encoders' and co-attention layers' activations in the backward pass instead of
+    # keeping them: far less memory for about one more forward pass per step (the paper's 256-pair
+    # pre-training batch on one GPU, configs/paper)
+    activation_checkpointing: bool = False
 
 
 @dataclasses.dataclass
@@ -369,10 +377,70 @@ def validate_model(m: ModelConfig) -> None:
         raise ConfigError("config.model.fusion.hidden_size must be divisible by gca.num_heads")
 
 
+def validate_batch(run: RunConfig) -> None:
+    """Batch checks that need no device: sizes >= 1; a global batch divisible by an integer device count."""
+    if run.batch_size < 1 or run.eval_batch_size < 1 or run.accumulate_grad_batches < 1:
+        raise ConfigError("config.run.batch_size, eval_batch_size and accumulate_grad_batches must be >= 1")
+    if run.global_batch_size is not None:
+        if run.global_batch_size < 1:
+            raise ConfigError(f"config.run.global_batch_size must be >= 1 (or null), got {run.global_batch_size}")
+        if isinstance(run.devices, int) and not isinstance(run.devices, bool) and run.devices > 0:
+            per_device_batch_size(run, run.devices)
+
+
+def count_devices(run: RunConfig) -> int:
+    """How many processes ``run.devices`` / ``run.accelerator`` start (Lightning's reading of them):
+    an int N > 0 is N, a list is its length, ``-1`` / ``"auto"`` every visible GPU (1 on CPU)."""
+    devices = run.devices
+    if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+        devices = int(devices)
+    if isinstance(devices, (list, tuple)):
+        return len(devices)
+    if isinstance(devices, int) and not isinstance(devices, bool) and devices > 0:
+        return devices
+    if devices in (-1, "auto"):
+        import torch
+
+        gpu = run.accelerator in ("gpu", "cuda") or (run.accelerator == "auto" and torch.cuda.is_available())
+        return max(torch.cuda.device_count(), 1) if gpu else 1
+    raise ConfigError(f"config.run.devices must be a positive integer, a list of device ids, -1 or 'auto', "
+                      f"got {run.devices!r}")
+
+
+def per_device_batch_size(run: RunConfig, n_devices: int, *, pretraining: bool = False) -> int:
+    """``run.batch_size``, or ``run.global_batch_size / (n_devices x accumulate_grad_batches)`` when a
+    global batch is set; a global batch that does not divide evenly is a :class:`ConfigError`.
+
+    Pre-training's contrastive and hard-negative pool is the batch of one step over all devices, which
+    gradient accumulation does not enlarge: there the global batch must be reached without it.
+    """
+    if run.global_batch_size is None:
+        return run.batch_size
+    accumulate = run.accumulate_grad_batches
+    if pretraining and accumulate != 1:
+        raise ConfigError(
+            f"config.run.global_batch_size={run.global_batch_size} with accumulate_grad_batches={accumulate}: "
+            "pre-training's negative pool is one step's batch over all devices, which accumulation does not "
+            "enlarge; set run.accumulate_grad_batches=1 (or give run.batch_size without a global batch)")
+    share = n_devices * accumulate
+    if run.global_batch_size % share:
+        raise ConfigError(
+            f"config.run.global_batch_size={run.global_batch_size} is not divisible by {n_devices} device(s) x "
+            f"accumulate_grad_batches={accumulate}; change one of them")
+    return run.global_batch_size // share
+
+
+def resolve_batch_size(cfg: T, *, pretraining: bool = False) -> T:
+    """A copy of ``cfg`` whose ``run.batch_size`` is the per-device batch (see :func:`per_device_batch_size`)."""
+    run = cfg.run  # type: ignore[attr-defined]
+    size = per_device_batch_size(run, count_devices(run), pretraining=pretraining)
+    return dataclasses.replace(cfg, run=dataclasses.replace(run, batch_size=size))
+
+
 def validate_run(r: RunConfig) -> None:
     """Ranges of the loop settings that fine-tuning and pre-training share."""
-    for key in ("batch_size", "eval_batch_size", "accumulate_grad_batches", "val_every_n_epochs",
-                "log_every_n_steps"):
+    validate_batch(r)
+    for key in ("val_every_n_epochs", "log_every_n_steps"):
         if getattr(r, key) < 1:
             raise ConfigError(f"config.run.{key} must be >= 1, got {getattr(r, key)}")
     if r.max_epochs < 1 and r.max_epochs != -1:
@@ -407,5 +475,5 @@ def validate(cfg: Any) -> None:
 __all__ = [name for name in dir() if name.endswith("Config")] + [
     "from_dict", "to_dict", "load_config", "save_config", "read_yaml", "apply_overrides", "validate",
     "validate_run",
-    "validate_model",
+    "validate_model", "validate_batch", "count_devices", "per_device_batch_size", "resolve_batch_size",
 ]

@@ -15,7 +15,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from amif.config import ModelConfig, RunConfig, validate_model
+from amif.config import ModelConfig, RunConfig, per_device_batch_size, validate_batch, validate_model
 from amif.errors import ConfigError
 
 __all__ = [
@@ -211,8 +211,9 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
         raise ConfigError("config.run.warmup_fraction must lie in [0, 1)")
     if r.cpu_threads is not None and r.cpu_threads < 1:
         raise ConfigError("config.run.cpu_threads must be >= 1 (or null)")
-    if r.batch_size < 1 or r.eval_batch_size < 1:
-        raise ConfigError("config.run.batch_size and eval_batch_size must be >= 1")
+    validate_batch(r)
+    if r.global_batch_size is not None and isinstance(r.devices, int) and r.devices > 0:
+        per_device_batch_size(r, r.devices, pretraining=True)
     if d.max_caption_tokens < 3:
         raise ConfigError("config.data.max_caption_tokens must be >= 3 ([CLS], a word, [SEP])")
     validate_model(cfg.model)

@@ -10,16 +10,58 @@ from torch.utils.data import DataLoader
 
 from amif.answers import exact_match, normalize_answer
 from amif.data.vqa_dataset import VQADataset, collate_vqa
+from amif.errors import ConfigError
 from amif.metrics import VQAAccuracy, summarize
 from amif.models.vqa import AMiFVQA
 
 
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` as a ``torch.device``; ``None`` is CUDA when it is available, else the CPU.
+
+    A malformed name or a CUDA device on a machine without one is a :class:`ConfigError`.
+    """
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"device {device!r} is not a torch device name (e.g. cpu, cuda, cuda:1)") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for, but CUDA is not available on this machine")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {device!r} asked for, but this machine has {torch.cuda.device_count()} GPU(s)")
+    return dev
+
+
+def autocast_dtype_for(precision: str | None, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype of a Lightning precision name for evaluation on ``device`` (None: full precision).
+    Only GPUs get one: ranking on the CPU stays in float32."""
+    if device.type != "cuda" or not precision:
+        return None
+    if precision.startswith("bf16"):
+        return torch.bfloat16
+    if precision.startswith("16"):
+        return torch.float16
+    return None
+
+
 @torch.no_grad()
-def predict_batch(model: AMiFVQA, batch: dict[str, Any], top_k: int = 5, rank_k: int | None = None) -> list[dict]:
-    """Ranked answers for one collated batch: a list (one per question) of ``{answers, probs}``."""
+def predict_batch(
+    model: AMiFVQA,
+    batch: dict[str, Any],
+    top_k: int = 5,
+    rank_k: int | None = None,
+    autocast_dtype: torch.dtype | None = None,
+) -> list[dict]:
+    """Ranked answers for one collated batch: a list (one per question) of ``{answers, probs}``.
+
+    The batch goes to the model's device; ``autocast_dtype`` (e.g. ``torch.bfloat16`` on a GPU) runs
+    the ranking under autocast.
+    """
     device = next(model.parameters()).device
     ids, mask = model.tokenize_questions(batch["question"])
-    ranked = model.rank(batch["pixel_values"].to(device), ids.to(device), mask.to(device), k=rank_k)
+    with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        ranked = model.rank(batch["pixel_values"].to(device), ids.to(device), mask.to(device), k=rank_k)
     out = []
     for idx, probs in zip(ranked.indices.tolist(), ranked.probs.tolist()):
         out.append({
@@ -39,8 +81,10 @@ def evaluate_dataset(
     question_types: Sequence[str] = (),
     num_workers: int = 0,
     progress: bool = False,
+    autocast_dtype: torch.dtype | None = None,
 ) -> tuple[list[dict], dict[str, Any]]:
-    """Predict every record of ``dataset``; returns (per-question results, metrics as Python numbers)."""
+    """Predict every record of ``dataset`` on the model's device (``autocast_dtype``: see
+    :func:`predict_batch`); returns (per-question results, metrics as Python numbers)."""
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_vqa, num_workers=num_workers)
     metric = VQAAccuracy(question_types=list(question_types), sync_on_compute=False)  # one process scores all
@@ -52,7 +96,7 @@ def evaluate_dataset(
 
         iterator = tqdm(loader, desc="evaluate", unit="batch")
     for batch in iterator:
-        preds = predict_batch(model, batch, top_k=top_k)
+        preds = predict_batch(model, batch, top_k=top_k, autocast_dtype=autocast_dtype)
         best = [p["answers"][0] for p in preds]
         metric.update(best, batch["answer"], batch["answer_type"], batch["question_type"])
         for i, p in enumerate(preds):

@@ -10,7 +10,7 @@ from PIL import Image
 from amif.answers import normalize_question
 from amif.data.images import load_image
 from amif.data.transforms import build_eval_transform
-from amif.evaluation import predict_batch
+from amif.evaluation import predict_batch, resolve_device
 from amif.models.vqa import AMiFVQA
 
 
@@ -22,8 +22,14 @@ class VQAPredictor:
         self.transform = build_eval_transform(model.image_encoder.image_size)
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu") -> VQAPredictor:
-        return cls(AMiFVQA.from_pretrained(folder).to(device))
+    def from_pretrained(cls, folder: str | Path, device: str | torch.device | None = None) -> VQAPredictor:
+        """Load a saved model folder onto ``device`` (default: CUDA when it is available, else the CPU)."""
+        dev = resolve_device(device)
+        return cls(AMiFVQA.from_pretrained(folder).to(dev))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
 
     def answer(self, image: str | Path | Image.Image, question: str, top_k: int = 5) -> list[tuple[str, float]]:
         """Top ``top_k`` answers with probabilities for ``question`` about ``image`` (PNG/JPEG/DICOM or PIL)."""

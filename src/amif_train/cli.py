@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from amif.errors import AmifError
+from amif.errors import AmifError, ConfigError
 
 
 def _quiet_libraries() -> None:
@@ -36,20 +36,26 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    import torch
+
     from amif.data.records import load_split, split_file
     from amif.data.transforms import build_eval_transform
     from amif.data.vqa_dataset import VQADataset
-    from amif.evaluation import evaluate_dataset
+    from amif.evaluation import evaluate_dataset, resolve_device
     from amif.models.vqa import AMiFVQA
     from amif_train.reporting import format_table, write_results
 
-    model = AMiFVQA.from_pretrained(args.model)
+    device = resolve_device(args.device)
+    model = AMiFVQA.from_pretrained(args.model).to(device)
     records = load_split(args.data, args.split)
     size = model.image_encoder.image_size
     ds = VQADataset(args.data, records, build_eval_transform(size), image_size=size,
                     blank_images=args.blank_images, source=str(split_file(args.data, args.split)))
     qtypes = sorted({r.question_type for r in records if r.question_type})
-    rows, metrics = evaluate_dataset(model, ds, batch_size=args.batch_size, question_types=qtypes, progress=True)
+    if args.bf16 and device.type != "cuda":
+        raise ConfigError("--bf16 is for evaluation on a GPU; this run evaluates on the CPU")
+    rows, metrics = evaluate_dataset(model, ds, batch_size=args.batch_size, question_types=qtypes, progress=True,
+                                     autocast_dtype=torch.bfloat16 if args.bf16 else None)
     out = Path(args.out or Path(args.model) / f"results_{args.split}.json")
     protocol = model.meta.get("protocol", "unknown")
     write_results(out, metrics=metrics, predictions=rows, split=args.split, model=str(args.model),
@@ -64,7 +70,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from amif.inference import VQAPredictor
 
-    predictor = VQAPredictor.from_pretrained(args.model)
+    predictor = VQAPredictor.from_pretrained(args.model, device=args.device)
     answers = predictor.answer(args.image, args.question, top_k=args.top_k)
     if args.json:
         print(json.dumps([{"answer": a, "prob": p} for a, p in answers]))
@@ -76,6 +82,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def _add_overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. run.max_epochs=3")
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda when available)")
 
 
 def build_parser(extra: Sequence[Callable[[argparse._SubParsersAction], None]] = ()) -> argparse.ArgumentParser:
@@ -96,6 +106,8 @@ def build_parser(extra: Sequence[Callable[[argparse._SubParsersAction], None]] =
     p.add_argument("--out", help="results JSON (default MODEL/results_SPLIT.json)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--blank-images", action="store_true", help="question-only evaluation")
+    _add_device(p)
+    p.add_argument("--bf16", action="store_true", help="rank under bf16 autocast (GPU only)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="answer a question about one image (PNG/JPEG/DICOM)")
@@ -104,6 +116,7 @@ def build_parser(extra: Sequence[Callable[[argparse._SubParsersAction], None]] =
     p.add_argument("--question", required=True)
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--json", action="store_true", help="print JSON instead of a list")
+    _add_device(p)
     p.set_defaults(func=cmd_predict)
 
     for add in extra:

@@ -16,14 +16,15 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
-from amif.config import ExperimentConfig
+from amif.config import ExperimentConfig, resolve_batch_size
 from amif.data.records import load_split, split_file
 from amif.data.transforms import build_eval_transform, build_train_transform
 from amif.data.vqa_dataset import VQADataset, collate_vqa
-from amif.evaluation import evaluate_dataset
+from amif.evaluation import autocast_dtype_for, evaluate_dataset
 from amif.models.vqa import AMiFVQA
 from amif.protocols import build_answer_lists
 from amif.safe_io import atomic_write_text, load_torch_file
+from amif_train.callbacks import progress_bar
 from amif_train.checkpointing import (
     AtomicCheckpointIO,
     FolderModelCheckpoint,
@@ -111,6 +112,7 @@ def run_finetune(cfg: ExperimentConfig, *, resume: bool = False, model: AMiFVQA 
     exactly (docs/reliability.md). ``callbacks`` are extra Lightning callbacks.
     """
     L.seed_everything(cfg.run.seed, workers=True)
+    cfg = resolve_batch_size(cfg)  # run.batch_size: per device, from run.global_batch_size when set
     out = Path(cfg.run.output_dir)
     last = prepare_run_dir(out, resume) if _is_global_zero() else (out / "checkpoints" / "last.ckpt" if resume
                                                                     else None)
@@ -146,7 +148,8 @@ def run_finetune(cfg: ExperimentConfig, *, resume: bool = False, model: AMiFVQA 
         accelerator=cfg.run.accelerator, devices=cfg.run.devices, strategy=cfg.run.strategy,
         precision=cfg.run.precision, accumulate_grad_batches=cfg.run.accumulate_grad_batches,
         gradient_clip_val=cfg.run.gradient_clip_val,
-        callbacks=[resume_state, *callbacks, ckpt, LastCheckpoint(ckdir, cfg.run.checkpoint_every_n_steps)],
+        callbacks=[resume_state, *callbacks, ckpt, LastCheckpoint(ckdir, cfg.run.checkpoint_every_n_steps),
+                   *progress_bar(cfg.run)],
         plugins=[AtomicCheckpointIO(module)],
         logger=[CSVLogger(out, name="logs", version=csv_log_version(out, resume)),
                 TensorBoardLogger(out, name="tensorboard", version="")],
@@ -164,18 +167,25 @@ def run_finetune(cfg: ExperimentConfig, *, resume: bool = False, model: AMiFVQA 
         path = checked_checkpoint(ckpt.best_model_path, ckdir)
         module.load_state_dict(load_torch_file(path)["state_dict"])
         selected = str(path)
+    # Lightning's teardown leaves the model on the CPU: save from there, then evaluate on the device
+    # (and at the precision) training used
+    device = trainer.strategy.root_device
     model = module.model.cpu().eval()
     model_dir = write_model_folder(out / "model", model.save_pretrained)
+    model.to(device)
+    autocast = autocast_dtype_for(cfg.run.precision, device)
     summary: dict[str, Any] = {"output_dir": str(out), "model_dir": str(model_dir), "selected_checkpoint": selected,
-                               "protocol": lists.protocol}
+                               "protocol": lists.protocol, "evaluation_device": str(device),
+                               "per_device_batch_size": cfg.run.batch_size}
     info = {"protocol": lists.protocol, "protocol_description": lists.description, "model": str(model_dir),
             "dataset": str(cfg.data.root), "blank_images": cfg.data.blank_images}
     if select_on_val:
         _, val_metrics = evaluate_dataset(model, ds["val"], batch_size=cfg.run.eval_batch_size,
-                                          question_types=data["question_types"])
+                                          question_types=data["question_types"], autocast_dtype=autocast)
         summary["val"] = val_metrics
     rows, metrics = evaluate_dataset(model, ds["test"], batch_size=cfg.run.eval_batch_size,
-                                     question_types=data["question_types"], progress=cfg.run.progress_bar)
+                                     question_types=data["question_types"], progress=cfg.run.progress_bar,
+                                     autocast_dtype=autocast)
     write_results(out / "results_test.json", metrics=metrics, predictions=rows, split=cfg.data.test_split, **info)
     summary["test"] = metrics
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))

@@ -25,6 +25,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from amif.config import count_devices, resolve_batch_size
 from amif.config_pretrain import CorpusConfig, PretrainConfig
 from amif.data.pretrain_corpora import PretrainDataset, SkipReport, read_corpus
 from amif.data.transforms import build_eval_transform, build_pretrain_transform, build_teacher_transform
@@ -32,6 +33,7 @@ from amif.errors import ConfigError
 from amif.models.pretrain import AMiFPretrainModel, PretrainCollate
 from amif.safe_io import atomic_write_text
 from amif.teachers import CaptionSimilarityTeacher, MemoCaptionTeacher, Teacher, load_teacher
+from amif_train.callbacks import progress_bar
 from amif_train.checkpointing import (
     AtomicCheckpointIO,
     FolderModelCheckpoint,
@@ -191,6 +193,7 @@ def run_pretrain(cfg: PretrainConfig, *, resume: bool = False, callbacks: Sequen
     exactly (docs/reliability.md). ``callbacks`` are extra Lightning callbacks.
     """
     L.seed_everything(cfg.run.seed, workers=True)
+    cfg = resolve_batch_size(cfg, pretraining=True)  # per-device batch from run.global_batch_size when set
     out = Path(cfg.run.output_dir)
     zero = _is_global_zero()
     last = prepare_run_dir(out, resume) if zero else (out / "checkpoints" / "last.ckpt" if resume else None)
@@ -225,6 +228,8 @@ def _run(cfg: PretrainConfig, out: Path, last: Path | None, say: _RunLog, callba
                               "corpora": counts, "skipped": _skip_summary(skipped)})
 
     model = _build_model(cfg, say)
+    if count_devices(cfg.run) > 1:  # equal caption shapes on every process without a per-step all-reduce
+        model.fixed_caption_length = cfg.data.max_caption_tokens
     collate = PretrainCollate(model.tokenizer, cfg.data.max_caption_tokens)
     nw = cfg.data.num_workers
     loader_kw = {"collate_fn": collate, "num_workers": nw, "persistent_workers": nw > 0}
@@ -252,7 +257,7 @@ def _run(cfg: PretrainConfig, out: Path, last: Path | None, say: _RunLog, callba
         precision=cfg.run.precision, accumulate_grad_batches=cfg.run.accumulate_grad_batches,
         gradient_clip_val=cfg.run.gradient_clip_val,
         callbacks=[ResumeState(sampler, cfg.run.batch_size), validated, *callbacks, ckpt,
-                   LastCheckpoint(ckdir, cfg.run.checkpoint_every_n_steps)],
+                   LastCheckpoint(ckdir, cfg.run.checkpoint_every_n_steps), *progress_bar(cfg.run)],
         plugins=[AtomicCheckpointIO(module)],
         logger=[CSVLogger(out, name="logs", version=csv_log_version(out, resuming)),
                 TensorBoardLogger(out, name="tensorboard", version="")],

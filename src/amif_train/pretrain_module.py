@@ -9,7 +9,8 @@ import lightning as L
 import torch
 
 from amif.config_pretrain import PretrainRunConfig
-from amif.models.pretrain import AMiFPretrainModel
+from amif.models.coattention import enable_activation_checkpointing
+from amif.models.pretrain import TEMPERATURES, AMiFPretrainModel
 from amif.retrieval import caption_positive_mask, recall_at_k
 from amif.teachers import Teacher
 from amif_train.optim import adamw, param_groups, warmup_cosine
@@ -39,6 +40,8 @@ class PretrainModule(L.LightningModule):
         self.ks = tuple(ks)
         self._val: list[tuple[torch.Tensor, ...]] = []
         self.last_val_metrics: dict[str, float] = {}
+        if run.activation_checkpointing:
+            enable_activation_checkpointing(model)
 
     # ------------------------------------------------------------------ training
     def _teacher(self, batch: dict[str, Any]):
@@ -58,8 +61,10 @@ class PretrainModule(L.LightningModule):
                      reduce_fx="sum", batch_size=bsz)
         self.log_dict({f"train/{k}": v.detach().float() for k, v in losses.items()}, batch_size=bsz)
         self.log("train/loss", total.detach(), prog_bar=True, batch_size=bsz)
-        self.log_dict({f"train/tau_{k.split('_')[-1]}": v for k, v in self.model.temperatures().items()},
-                      batch_size=bsz)
+        if self.trainer._logger_connector.should_update_logs:  # tensors, on logging steps only
+            with torch.no_grad():
+                taus = {f"train/tau_{n.split('_')[-1]}": getattr(self.model, n)().detach() for n in TEMPERATURES}
+            self.log_dict(taus, batch_size=bsz)
         return total
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:

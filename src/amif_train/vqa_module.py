@@ -11,6 +11,7 @@ import torch
 from amif.answers import normalize_answer
 from amif.config import RunConfig
 from amif.metrics import VQAAccuracy
+from amif.models.coattention import enable_activation_checkpointing
 from amif.models.vqa import AMiFVQA
 from amif_train.optim import adamw, param_groups, warmup_cosine
 
@@ -42,6 +43,8 @@ class VQAModule(L.LightningModule):
             model.freeze_text_encoder()
         if run.cache_frozen_features:
             model.cache_frozen_features()
+        if run.activation_checkpointing:
+            enable_activation_checkpointing(model)
 
     def _tokenize(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         q, qm = self.model.tokenize_questions(batch["question"])

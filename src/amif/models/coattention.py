@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from amif.config import FusionConfig
 from amif.models.attention import FeedForward, MultiHeadAttention, apply_attention_init, init_weights
@@ -57,6 +58,8 @@ class CoAttentionFusion(nn.Module):
         )
         init_weights(self)
         apply_attention_init(self, cfg.attention_init)
+        # recompute each layer pair's activations in the backward pass (see enable_activation_checkpointing)
+        self.checkpoint_layers = False
 
     def project(self, text_tokens: torch.Tensor, image_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Linear projections of both streams into the shared width (no type embedding)."""
@@ -73,7 +76,11 @@ class CoAttentionFusion(nn.Module):
         x = text + self.type_embedding.weight[self.TEXT]
         y = image + self.type_embedding.weight[self.IMAGE]
         for text_layer, image_layer in zip(self.text_layers, self.image_layers):
-            x, y = text_layer(x, text_mask, y, image_mask), image_layer(y, image_mask, x, text_mask)
+            if self.checkpoint_layers and torch.is_grad_enabled():
+                x, y = checkpoint(_layer_pair, text_layer, image_layer, x, text_mask, y, image_mask,
+                                  use_reentrant=False)
+            else:
+                x, y = _layer_pair(text_layer, image_layer, x, text_mask, y, image_mask)
         return x, y
 
     def forward(
@@ -86,3 +93,30 @@ class CoAttentionFusion(nn.Module):
         """Project and fuse; ``text_mask`` is [B, Lt] with True/1 for real tokens."""
         text, image = self.project(text_tokens, image_tokens)
         return self.fuse(text, text_mask, image, image_mask)
+
+
+def _layer_pair(text_layer: CoAttentionLayer, image_layer: CoAttentionLayer, x: torch.Tensor,
+                text_mask: torch.Tensor, y: torch.Tensor, image_mask: torch.Tensor | None):
+    """One co-attention layer of both streams, each reading the other's previous output."""
+    return text_layer(x, text_mask, y, image_mask), image_layer(y, image_mask, x, text_mask)
+
+
+def enable_activation_checkpointing(model: nn.Module) -> None:
+    """Keep only each transformer layer's input for the backward pass and recompute the rest there.
+
+    Applies to the image and text encoders (transformers' gradient checkpointing, active in training
+    mode) and to the co-attention layers of ``model.fusion``. Dropout draws are replayed, so losses and
+    gradients are those of the plain model; a training step costs about one more forward pass.
+    """
+    for name in ("image_encoder", "text_encoder"):
+        encoder = getattr(model, name, None)
+        if encoder is None:
+            continue
+        kwargs = {"use_reentrant": False}
+        if hasattr(encoder.model, "activation_checkpointing_enable"):  # transformers >= 5.x
+            encoder.model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            encoder.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    fusion = getattr(model, "fusion", None)
+    if isinstance(fusion, CoAttentionFusion):
+        fusion.checkpoint_layers = True

@@ -124,14 +124,21 @@ def wpa_text_mask(attention_mask: Tensor) -> Tensor:
     return mask
 
 
-def _pad_to_global_length(ids: Tensor, mask: Tensor, pad_id: int) -> tuple[Tensor, Tensor]:
-    """Pad the local token batch to the longest length over all processes (gathers need equal shapes)."""
+def _pad_to_global_length(ids: Tensor, mask: Tensor, pad_id: int, fixed: int | None = None) -> tuple[Tensor, Tensor]:
+    """Pad the local token batch to one length on every process (gathers need equal shapes): ``fixed``
+    when given (no communication, no host synchronisation), else the longest over all processes."""
     _, world = world_info()
     if world == 1:
         return ids, mask
-    length = torch.tensor([ids.shape[1]], device=ids.device, dtype=torch.long)
-    dist.all_reduce(length, op=dist.ReduceOp.MAX)
-    extra = int(length.item()) - ids.shape[1]
+    if fixed is not None:
+        if ids.shape[1] > fixed:
+            raise ValueError(f"captions of {ids.shape[1]} tokens are longer than the fixed length {fixed}")
+        length = fixed
+    else:
+        longest = torch.tensor([ids.shape[1]], device=ids.device, dtype=torch.long)
+        dist.all_reduce(longest, op=dist.ReduceOp.MAX)
+        length = int(longest.item())
+    extra = length - ids.shape[1]
     if extra > 0:
         ids = F.pad(ids, (0, extra), value=pad_id)
         mask = F.pad(mask, (0, extra), value=0)
@@ -182,6 +189,9 @@ class AMiFPretrainModel(nn.Module):
         self.pad_token_id = int(getattr(self.text_encoder.model.config, "pad_token_id", 0) or 0)
         # caption key -> the frozen text encoder's tokens of that caption (see cache_frozen_text)
         self._text_cache: dict[int, Tensor] | None = None
+        # ITM under several processes pads captions to this length (the collate's maximum) instead of
+        # agreeing on the longest by an all-reduce every step; set by the training loop
+        self.fixed_caption_length: int | None = None
         self.stage = 0
         self.set_stage(stage)
 
@@ -309,7 +319,7 @@ class AMiFPretrainModel(nn.Module):
             raise ValueError("teacher embeddings need teacher_scale")
         ids, mask = batch["input_ids"], batch["attention_mask"]
         if on["itm"]:
-            ids, mask = _pad_to_global_length(ids, mask, self.pad_token_id)
+            ids, mask = _pad_to_global_length(ids, mask, self.pad_token_id, self.fixed_caption_length)
         b = ids.shape[0]
         pixels = batch["image1"]
         if on["imvc"]:
@@ -403,7 +413,7 @@ class AMiFPretrainModel(nn.Module):
         lc = self.losses_cfg
         tau = lc.hard_negative_temperature
         if tau is None:
-            tau = float(self.temperature_itc())
+            tau = self.temperature_itc().detach()  # a tensor: no host synchronisation
         a_all, t_all = gather_no_grad(a), gather_no_grad(t)
         with torch.autocast(device_type=a.device.type, enabled=False):
             sim_i2t = a.float() @ t_all.float().T

