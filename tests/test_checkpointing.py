@@ -211,6 +211,9 @@ def test_random_kills_leave_no_torn_and_no_orphaned_file(tmp_path, monkeypatch):
         for _ in range(10):
             child = ctx.Process(target=_save_forever, args=(str(folder),))
             child.start()
+            deadline = time.monotonic() + 60  # a loaded machine can take long to fork and write the first one
+            while not (folder / "last.ckpt").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
             time.sleep(rng.uniform(0.3, 0.8))
             os.kill(child.pid, signal.SIGKILL)
             child.join()
