@@ -19,7 +19,8 @@ def predict_batch(model: AMiFVQA, batch: dict[str, Any], top_k: int = 5, rank_k:
     """Ranked answers for one collated batch: a list (one per question) of ``{answers, probs}``."""
     device = next(model.parameters()).device
     ids, mask = model.tokenize_questions(batch["question"])
-    ranked = model.rank(batch["pixel_values"].to(device), ids.to(device), mask.to(device), k=rank_k)
+    ranked = model.rank(batch["pixel_values"].to(device), ids.to(device), mask.to(device), k=rank_k,
+                        image_index=batch.get("image_index"))
     out = []
     for idx, probs in zip(ranked.indices.tolist(), ranked.probs.tolist()):
         out.append({
