@@ -1,5 +1,7 @@
 """Answer ranking: amif's path against the published code's way of computing the same ranking, in
 questions per second measured in one run (ratios only; absolute times depend on the machine's load).
+Times are the process's CPU time (``time.process_time``) with ``--threads`` threads (default 1), which
+other jobs on a shared machine disturb far less than wall time; ``--clock wall`` times wall clock.
 
 - ``official``: ``AMiFVQA.rank(..., reference=True)``: each question's image encoded for it, the GCA
   vocabulary branch recomputed, the fused context repeated k times (its cross-attention keys and
@@ -7,6 +9,7 @@ questions per second measured in one run (ratios only; absolute times depend on 
   log-softmax of every position.
 - ``amif``: ``AMiFVQA.rank``: keys and values once per question, candidates trimmed to the longest
   selected one, one logsumexp per position, the GCA prior cached, each distinct image encoded once.
+  Its times are those of an evaluation after its first batch: the prior cache is filled by then.
 
 Measured three ways: the whole call with one image per question; the decoding part alone (from the
 same fused features, ``rank_fused``); the whole call on a batch where several questions share each
@@ -61,16 +64,16 @@ def build(size: str, n_candidates: int, n_vocabulary: int, seed: int = 0) -> AMi
     return AMiFVQA(cfg, candidates, vocabulary, tokenizer=tokenizer).eval()
 
 
-def best_of(fns: dict, repeat: int) -> dict[str, float]:
-    """Best wall time of each function over ``repeat`` interleaved rounds (after one warm-up each)."""
+def best_of(fns: dict, repeat: int, clock) -> dict[str, float]:
+    """Best time of each function over ``repeat`` interleaved rounds (after one warm-up each)."""
     for fn in fns.values():
         fn()
     best = dict.fromkeys(fns, float("inf"))
     for _ in range(repeat):
         for name, fn in fns.items():
-            t = time.perf_counter()
+            t = clock()
             fn()
-            best[name] = min(best[name], time.perf_counter() - t)
+            best[name] = min(best[name], clock() - t)
     return best
 
 
@@ -92,9 +95,14 @@ def main() -> None:
     ap.add_argument("--questions-per-image", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--atol", type=float, default=1e-4)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
+    ap.add_argument("--flops", action="store_true", help="also count each path's GFLOP (one more call each)")
     args = ap.parse_args()
     if args.batch % args.questions_per_image:
         ap.error("--batch must be a multiple of --questions-per-image")
+    torch.set_num_threads(args.threads)
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     model = build(args.size, args.candidates, args.vocabulary)
     n_params = sum(p.numel() for p in model.parameters()) / 1e6
     size = model.image_encoder.image_size
@@ -105,7 +113,7 @@ def main() -> None:
     k = args.k
     print(f"# bench_rank --size {args.size}: {n_params:.1f} M parameters, batch {args.batch}, k = {k}, "
           f"{len(model.answer_candidates)} candidates, prior {model.prior_ids.shape[1]} tokens, {size} px; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}")
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} time, {platform.machine()}")
     context, cmask = model.fuse(px, q, qm)
     cases = {
         "whole call, one image per question": {
@@ -118,14 +126,27 @@ def main() -> None:
             "official": lambda: model.rank(px, q, qm, k=k, image_index=shared, reference=True),
             "amif": lambda: model.rank(px, q, qm, k=k, image_index=shared)},
     }
-    print("| case | official (questions/s) | amif (questions/s) | amif / official | max score difference |")
-    print("|---|---:|---:|---:|---:|")
+    flops = " official GFLOP | amif GFLOP |" if args.flops else ""
+    print(f"| case | official (questions/s) | amif (questions/s) | amif / official | max score difference |{flops}")
+    print("|---|---:|---:|---:|---:|" + "---:|" * 2 * args.flops)
     for name, fns in cases.items():
         diff = check_same(fns["amif"](), fns["official"](), args.atol)
-        t = best_of(fns, args.repeat)
+        t = best_of(fns, args.repeat, clock)
         qps = {n: args.batch / s for n, s in t.items()}
-        print(f"| {name} | {qps['official']:.3f} | {qps['amif']:.3f} | {qps['amif'] / qps['official']:.2f}x "
-              f"| {diff:.1e} |", flush=True)
+        row = f"| {name} | {qps['official']:.3f} | {qps['amif']:.3f} | {qps['amif'] / qps['official']:.2f}x | {diff:.1e} |"
+        if args.flops:
+            row += "".join(f" {count_gflop(fns[n]):.1f} |" for n in ("official", "amif"))
+        print(row, flush=True)
+
+
+def count_gflop(fn) -> float:
+    """GFLOP of one call as ``torch.utils.flop_counter`` counts them (matrix products; attention run by
+    a fused CPU kernel is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops() / 1e9
 
 
 if __name__ == "__main__":

@@ -103,16 +103,18 @@ def test_keys_and_values_are_projected_once_per_question_and_candidates_trimmed(
     key_rows, widths = [], []
     hook = model.decoder.layers[1].cross_attn.key.register_forward_hook(
         lambda m, args, out: key_rows.append(args[0].shape[0]))
-    sll = model.decoder.sequence_log_likelihood
+    hidden = model.decoder.hidden_states
 
-    def spy(ids, mask, *args, **kw):
-        widths.append((ids.shape[1], int(mask.sum(1).max())))
-        return sll(ids, mask, *args, **kw)
+    def spy(ids, *args, **kw):
+        widths.append(ids.shape)
+        return hidden(ids, *args, **kw)
 
-    monkeypatch.setattr(model.decoder, "sequence_log_likelihood", spy)
-    model.rank(px, q, qm, k=k)
+    monkeypatch.setattr(model.decoder, "hidden_states", spy)
+    r = model.rank(px, q, qm, k=k)
     assert key_rows == [len(QUESTIONS)]  # shared by the first-token pass and all k candidates
-    assert widths[0][0] == widths[0][1] < model.candidate_ids.shape[1]
+    # the candidates continue from the first-token pass: first answer token to the last selected one
+    selected = int(model.candidate_mask[r.indices].sum(-1).max())
+    assert widths == [(3, 1), (3 * k, selected - 2)] and selected < model.candidate_ids.shape[1]
     key_rows.clear()
     model.rank(px, q, qm, k=k, reference=True)
     hook.remove()

@@ -28,13 +28,16 @@ class DecoderLayer(nn.Module):
         self.ffn_norm = nn.LayerNorm(hidden, eps=eps)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x, context, context_mask, kv=None, group: int = 1):
+    def forward(self, x, context, context_mask, kv=None, group: int = 1, past=None, return_kv: bool = False):
         # Answers are right-padded: under the causal mask a real position only sees real keys, so the
         # self-attention needs no padding mask (and the fused causal kernels stay available).
-        x = self.self_norm(x + self.dropout(self.self_attn(x, causal=True)))
+        a = self.self_attn(x, causal=True, past=past, return_kv=return_kv)
+        a, self_kv = a if return_kv else (a, None)
+        x = self.self_norm(x + self.dropout(a))
         if self.cross_attn is not None:
             x = self.cross_norm(x + self.dropout(self.cross_attn(x, context, context_mask, kv=kv, group=group)))
-        return self.ffn_norm(x + self.dropout(self.ffn(x)))
+        x = self.ffn_norm(x + self.dropout(self.ffn(x)))
+        return (x, self_kv) if return_kv else x
 
 
 class AnswerDecoder(nn.Module):
@@ -128,16 +131,30 @@ class AnswerDecoder(nn.Module):
         *,
         context_kv: list | None = None,
         group: int = 1,
-    ) -> torch.Tensor:
+        past: list | None = None,
+        return_past: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, list]:
         """LM-head features [B * group, T, D] of right-padded ``input_ids`` [B * group, T]; ``context``
-        [B, Lc, Dc] (or its ``context_kv``) is shared by ``group`` consecutive rows."""
-        pos = torch.arange(input_ids.shape[1], device=input_ids.device)
+        [B, Lc, Dc] (or its ``context_kv``) is shared by ``group`` consecutive rows.
+
+        ``past`` (from an earlier call with ``return_past=True``, one row per context or per input
+        row) holds every layer's self-attention keys and values of the positions before
+        ``input_ids``, which then continue from there. ``return_past`` also returns this call's.
+        """
+        start = 0 if past is None else past[0][0].shape[2]
+        pos = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)
         x = self.word_embeddings(input_ids) + self.position_embeddings(pos)[None] + self.type_embedding
         x = self.emb_dropout(self.emb_norm(x))
         kvs = context_kv or [None] * len(self.layers)
-        for layer, kv in zip(self.layers, kvs):
-            x = layer(x, context, context_mask, kv=kv, group=group)
-        return self.head_norm(F.gelu(self.head_transform(x)))
+        kept = []
+        for i, layer in enumerate(self.layers):
+            x = layer(x, context, context_mask, kv=kvs[i], group=group, past=None if past is None else past[i],
+                      return_kv=return_past)
+            if return_past:
+                x, self_kv = x
+                kept.append(self_kv)
+        h = self.head_norm(F.gelu(self.head_transform(x)))
+        return (h, kept) if return_past else h
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """Output logits [..., V] of LM-head features (V: the restricted vocabulary when one is set)."""

@@ -61,11 +61,20 @@ class MultiHeadAttention(nn.Module):
         *,
         kv: tuple[torch.Tensor, torch.Tensor] | None = None,
         group: int = 1,
-    ) -> torch.Tensor:
-        """``kv``: keys and values from :meth:`project_kv` (then ``context`` is not read)."""
+        past: tuple[torch.Tensor, torch.Tensor] | None = None,
+        return_kv: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """``kv``: keys and values from :meth:`project_kv` (then ``context`` is not read). ``past``: keys
+        and values of earlier positions [R, heads, Lp, head_dim], put before those of ``x`` (each of
+        the R rows serves ``len(x) // R`` consecutive rows of ``x``); a causal mask then aligns the
+        queries with the last keys. ``return_kv``: also return the keys and values attended to."""
         q = self._split(self.query(x))
         k, v = kv if kv is not None else self.project_kv(x if context is None else context)
         n, h, t, d = q.shape
+        if past is not None:
+            pk, pv = (p.repeat_interleave(n // p.shape[0], 0) for p in past)
+            k, v = torch.cat([pk, k], 2), torch.cat([pv, v], 2)
+        kept = (k, v)
         if group > 1:
             if causal:
                 raise ValueError("group > 1 is for cross-attention; a causal mask needs one context per query row")
@@ -88,7 +97,8 @@ class MultiHeadAttention(nn.Module):
         )
         if group > 1:
             out = out.view(n // group, h, group, t, d).transpose(1, 2).reshape(n, h, t, d)
-        return self.out(out.transpose(1, 2).reshape(n, t, h * d))
+        out = self.out(out.transpose(1, 2).reshape(n, t, h * d))
+        return (out, kept) if return_kv else out
 
 
 class FeedForward(nn.Module):
