@@ -61,7 +61,8 @@ def predict_batch(
     device = next(model.parameters()).device
     ids, mask = model.tokenize_questions(batch["question"])
     with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-        ranked = model.rank(batch["pixel_values"].to(device), ids.to(device), mask.to(device), k=rank_k)
+        ranked = model.rank(batch["pixel_values"].to(device), ids.to(device), mask.to(device), k=rank_k,
+                            image_index=batch.get("image_index"))
     out = []
     for idx, probs in zip(ranked.indices.tolist(), ranked.probs.tolist()):
         out.append({

@@ -51,6 +51,7 @@ class VQAModule(L.LightningModule):
         # the target is the normalised answer: the form the candidate list holds and ranking scores
         # (e.g. "X-ray" is ranked as "xray")
         a, am = self.model.tokenize_answers([normalize_answer(x) for x in batch["answer"]])
+        self.model.decoder.check_targets(a, am)  # on the host: the loss itself does not wait for the device
         return {
             "question_ids": q.to(self.device), "question_mask": qm.to(self.device),
             "answer_ids": a.to(self.device), "answer_mask": am.to(self.device),
@@ -63,8 +64,12 @@ class VQAModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         toks = self._tokenize(batch)
-        loss = self.model(batch["pixel_values"], **toks)
-        ranked = self.model.rank(batch["pixel_values"], toks["question_ids"], toks["question_mask"])
+        # one fused pass serves the loss and the ranking (eval mode: the same features either way)
+        context, cmask = self.model.fuse(batch["pixel_values"], toks["question_ids"], toks["question_mask"],
+                                         batch.get("image_index"))
+        loss = -self.model.decoder.sequence_log_likelihood(toks["answer_ids"], toks["answer_mask"], context,
+                                                           cmask).mean()
+        ranked = self.model.rank_fused(context, cmask)
         preds = [self.model.answer_candidates[i] for i in ranked.indices[:, 0].tolist()]
         self.val_metric.update(preds, batch["answer"], batch["answer_type"], batch["question_type"])
         self.log("val/loss", loss, sync_dist=True, batch_size=len(preds))

@@ -16,8 +16,8 @@ from amif.errors import DataError
 
 
 class VQADataset(Dataset):
-    """Items are dicts: ``pixel_values`` [3, H, W], ``question``, ``answer``, ``qid``, ``answer_type``,
-    ``question_type``. With ``blank_images`` every image is a constant (the question-only baseline).
+    """Items are dicts: ``pixel_values`` [3, H, W], ``image`` (the record's image path), ``question``,
+    ``answer``, ``qid``, ``answer_type``, ``question_type``. With ``blank_images`` every image is a constant (the question-only baseline).
 
     Missing images and empty questions are reported at construction, naming the file and record.
     """
@@ -65,6 +65,7 @@ class VQADataset(Dataset):
         return {
             "pixel_values": pixels,
             "blank": self.blank_images,
+            "image": r.image,
             "question": self.questions[index],
             "answer": r.answer,
             "qid": r.qid,
@@ -79,10 +80,29 @@ def collate_vqa(items: list[dict[str, Any]]) -> dict[str, Any]:
     When every item is a blank image (the question-only baseline), ``pixel_values`` holds that one
     image, ``[1, 3, H, W]``: the model encodes it once and shares it across the questions, which gives
     the same outputs and gradients as encoding B identical images, at a fraction of the cost.
+
+    Otherwise ``image_index`` [B] gives each item the position of the first item with the same image
+    file and identical pixels (augmented copies differ and keep their own), so that evaluation encodes
+    each distinct image of the batch once (``AMiFVQA.fuse``).
     """
     shared = bool(items) and all(it.get("blank", False) for it in items)
     pixels = items[0]["pixel_values"][None] if shared else torch.stack([it["pixel_values"] for it in items])
     out: dict[str, Any] = {"pixel_values": pixels}
+    if not shared:
+        out["image_index"] = _first_identical_image(items)
     for key in ("question", "answer", "qid", "answer_type", "question_type"):
         out[key] = [it[key] for it in items]
     return out
+
+
+def _first_identical_image(items: list[dict[str, Any]]) -> torch.Tensor:
+    index = list(range(len(items)))
+    seen: dict[str, list[int]] = {}
+    for i, it in enumerate(items):
+        if it.get("image") is None:
+            continue
+        same = seen.setdefault(str(it["image"]), [])
+        index[i] = next((j for j in same if torch.equal(items[j]["pixel_values"], it["pixel_values"])), i)
+        if index[i] == i:
+            same.append(i)
+    return torch.tensor(index, dtype=torch.long)

@@ -7,13 +7,16 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def key_padding_bias(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
-    """Turn a [B, Lk] validity mask (True/1 = real token) into an additive [B, 1, 1, Lk] bias."""
+def key_padding_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """Turn a [B, Lk] validity mask (True/1 = real token) into a boolean [B, 1, 1, Lk] attention mask.
+
+    A boolean mask (True = attend) gives the same softmax as an additive ``finfo.min`` bias whenever a
+    row keeps at least one key, which every key padding mask here does (the first token is real), and
+    it lets ``scaled_dot_product_attention`` choose a fused kernel.
+    """
     if mask is None:
         return None
-    bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
-    bias = bias.masked_fill(~mask.bool(), torch.finfo(dtype).min)
-    return bias[:, None, None, :]
+    return mask.bool()[:, None, None, :]
 
 
 class MultiHeadAttention(nn.Module):
@@ -21,6 +24,11 @@ class MultiHeadAttention(nn.Module):
 
     ``context_mask`` ([B, Lk], True = real token) keeps padded keys out of every softmax. With
     ``causal=True`` a query attends only to keys at its own position or earlier.
+
+    ``group = g`` shares one context row between ``g`` consecutive query rows (``x`` is [B * g, T, D],
+    ``context`` [B, Lk, D]): the keys and values are projected once per context row and the g rows'
+    queries are read against them as one query sequence of length g * T. Each query attends to the
+    keys on its own, so this equals repeating the context g times, without the copies.
     """
 
     def __init__(self, hidden_size: int, num_heads: int, dropout: float = 0.0, context_size: int | None = None):
@@ -40,33 +48,57 @@ class MultiHeadAttention(nn.Module):
         b, n, _ = t.shape
         return t.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
 
+    def project_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of ``context`` [B, Lk, Dc], each [B, heads, Lk, head_dim]."""
+        return self._split(self.key(context)), self._split(self.value(context))
+
     def forward(
         self,
         x: torch.Tensor,
         context: torch.Tensor | None = None,
         context_mask: torch.Tensor | None = None,
         causal: bool = False,
-    ) -> torch.Tensor:
-        context = x if context is None else context
-        q, k, v = self._split(self.query(x)), self._split(self.key(context)), self._split(self.value(context))
-        if q.shape[0] != k.shape[0]:  # shared context (batch 1) for a batch of queries
-            k, v = k.expand(q.shape[0], -1, -1, -1), v.expand(q.shape[0], -1, -1, -1)
-        bias = key_padding_bias(context_mask, q.dtype)
-        if bias is not None and bias.shape[0] != q.shape[0]:
-            bias = bias.expand(q.shape[0], -1, -1, -1)
+        *,
+        kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        group: int = 1,
+        past: tuple[torch.Tensor, torch.Tensor] | None = None,
+        return_kv: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """``kv``: keys and values from :meth:`project_kv` (then ``context`` is not read). ``past``: keys
+        and values of earlier positions [R, heads, Lp, head_dim], put before those of ``x`` (each of
+        the R rows serves ``len(x) // R`` consecutive rows of ``x``); a causal mask then aligns the
+        queries with the last keys. ``return_kv``: also return the keys and values attended to."""
+        q = self._split(self.query(x))
+        k, v = kv if kv is not None else self.project_kv(x if context is None else context)
+        n, h, t, d = q.shape
+        if past is not None:
+            pk, pv = (p.repeat_interleave(n // p.shape[0], 0) for p in past)
+            k, v = torch.cat([pk, k], 2), torch.cat([pv, v], 2)
+        kept = (k, v)
+        if group > 1:
+            if causal:
+                raise ValueError("group > 1 is for cross-attention; a causal mask needs one context per query row")
+            q = q.view(n // group, group, h, t, d).transpose(1, 2).reshape(n // group, h, group * t, d)
+        elif n != k.shape[0]:  # shared context (batch 1) for a batch of queries
+            k, v = k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)
+        mask = key_padding_mask(context_mask)
+        if mask is not None and mask.shape[0] != q.shape[0]:
+            mask = mask.expand(q.shape[0], -1, -1, -1)
+        is_causal = False
         if causal:
             lq, lk = q.shape[2], k.shape[2]
-            causal_mask = torch.ones(lq, lk, dtype=torch.bool, device=q.device).tril(diagonal=lk - lq)
-            causal_bias = torch.zeros(lq, lk, dtype=q.dtype, device=q.device).masked_fill(
-                ~causal_mask, torch.finfo(q.dtype).min
-            )
-            bias = causal_bias if bias is None else bias + causal_bias
-            bias = bias.clamp(min=torch.finfo(q.dtype).min)
+            if mask is None and lq == lk:
+                is_causal = True
+            else:
+                tri = torch.ones(lq, lk, dtype=torch.bool, device=q.device).tril(diagonal=lk - lq)
+                mask = tri if mask is None else mask & tri
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias, dropout_p=self.dropout if self.training else 0.0
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
         )
-        b, h, n, d = out.shape
-        return self.out(out.transpose(1, 2).reshape(b, n, h * d))
+        if group > 1:
+            out = out.view(n // group, h, group, t, d).transpose(1, 2).reshape(n, h, t, d)
+        out = self.out(out.transpose(1, 2).reshape(n, t, h * d))
+        return (out, kept) if return_kv else out
 
 
 class FeedForward(nn.Module):

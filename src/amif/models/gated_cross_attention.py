@@ -57,8 +57,18 @@ class GatedCrossAttention(nn.Module):
         Each fused token is processed independently of the other fused tokens (it only reads the
         vocabulary), so padded question tokens cannot change any real token's output.
         """
-        p = self.encode_prior(prior, prior_mask)
-        x1 = self.cross_norm(fused + self.dropout(self.cross_attn(fused, p, context_mask=prior_mask)))
+        return self.read(fused, self.encode_prior(prior, prior_mask), prior_mask, return_gate)
+
+    def read(
+        self,
+        fused: torch.Tensor,
+        encoded_prior: torch.Tensor,
+        prior_mask: torch.Tensor | None = None,
+        return_gate: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` with the vocabulary branch already computed (:meth:`encode_prior`), so that
+        a model can reuse it across batches while the weights do not change."""
+        x1 = self.cross_norm(fused + self.dropout(self.cross_attn(fused, encoded_prior, context_mask=prior_mask)))
         g = torch.sigmoid(self.gate(x1))
         h = g * x1 + (1.0 - g) * fused
         out = self.out_norm(h + self.dropout(self.out_ffn(h)))

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,6 +26,7 @@ from amif.models.coattention import CoAttentionFusion
 from amif.models.gated_cross_attention import GatedCrossAttention
 from amif.models.image_encoder import ImageEncoder
 from amif.models.pretrained import check_state_dict, load_bert_mlm_head
+from amif.models.ranking import RankedAnswers, rank_candidates
 from amif.models.text_encoder import TextEncoder, load_tokenizer, resolve_text_path
 from amif.safe_io import load_safetensors
 
@@ -34,15 +35,6 @@ FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 META = "amif_model.json"
 ENCODER_PREFIXES = ("image_encoder.", "text_encoder.", "fusion.")
-
-
-@dataclass
-class RankedAnswers:
-    """Ranked candidates per question: ``indices`` [B, k] into the candidate list, ``probs`` [B, k]."""
-
-    indices: torch.Tensor
-    probs: torch.Tensor
-    log_likelihood: torch.Tensor
 
 
 class AMiFVQA(nn.Module):
@@ -98,6 +90,7 @@ class AMiFVQA(nn.Module):
         self.meta: dict = {}  # free-form facts saved with the model (protocol, dataset, ...)
         self.frozen_encoders: set[str] = set()
         self._feature_cache: dict[str, dict] | None = None
+        self._prior_cache: tuple[list, torch.Tensor] | None = None
         self.train()  # transformers' from_pretrained leaves sub-models in eval mode
 
     def freeze_image_encoder(self) -> None:
@@ -152,8 +145,9 @@ class AMiFVQA(nn.Module):
         return self.text_encoder.encode_cached(question_ids, question_mask, keys, cache)
 
     def train(self, mode: bool = True) -> AMiFVQA:
-        """As ``nn.Module.train``; a frozen encoder stays in eval mode."""
+        """As ``nn.Module.train``; a frozen encoder stays in eval mode. Drops the cached GCA prior."""
         super().train(mode)
+        self._prior_cache = None
         for name in getattr(self, "frozen_encoders", ()):
             getattr(self, name).eval()
         return self
@@ -201,14 +195,23 @@ class AMiFVQA(nn.Module):
 
     # ------------------------------------------------------------------ forward passes
     def fuse(
-        self, pixel_values: torch.Tensor, question_ids: torch.Tensor, question_mask: torch.Tensor
+        self,
+        pixel_values: torch.Tensor,
+        question_ids: torch.Tensor,
+        question_mask: torch.Tensor,
+        image_index: torch.Tensor | None = None,
+        *,
+        cache_prior: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Fused image+question features [B, Lq + Li, D] and their mask (after the GCA when enabled).
 
         ``pixel_values`` is [B, 3, H, W], or [1, 3, H, W]: one image shared by all B questions (encoded
-        once; same result as B copies).
+        once; same result as B copies). ``image_index`` [B] (best a host tensor, e.g. from
+        ``collate_vqa``) names each question's row of ``pixel_values``; outside training each row it
+        names is encoded once, however many questions share it. ``cache_prior=False`` recomputes the
+        GCA's vocabulary branch even where :meth:`encoded_prior` would reuse it.
         """
-        image = self.encode_image(pixel_values)
+        image = self._encode_indexed(pixel_values, image_index)
         text = self.encode_questions(question_ids, question_mask)
         if image.shape[0] == 1 and text.shape[0] > 1:
             image = image.expand(text.shape[0], -1, -1)
@@ -216,11 +219,44 @@ class AMiFVQA(nn.Module):
         fused = torch.cat([x, y], dim=1)
         mask = torch.cat([question_mask.bool(), torch.ones(y.shape[:2], dtype=torch.bool, device=y.device)], 1)
         if self.gca is not None:
-            prior = self.text_encoder.word_embeddings(self.prior_ids)
-            if self.prior_proj is not None:
-                prior = self.prior_proj(prior)
-            fused = self.gca(fused, prior, self.prior_mask)
+            prior = self.encoded_prior(cache=cache_prior)
+            fused = self.gca.read(fused, prior, self.prior_mask)
         return fused, mask
+
+    def _encode_indexed(self, pixel_values: torch.Tensor, image_index: torch.Tensor | None) -> torch.Tensor:
+        if image_index is None:
+            return self.encode_image(pixel_values)
+        if self.image_encoder.training:  # batch statistics (conv stem) see one image per question
+            return self.encode_image(pixel_values[image_index.to(pixel_values.device)])
+        rows, inverse = torch.unique(image_index, return_inverse=True)
+        image = self.encode_image(pixel_values[rows.to(pixel_values.device)])
+        return image[inverse.to(image.device)]
+
+    def encoded_prior(self, cache: bool = True) -> torch.Tensor:
+        """The GCA's vocabulary branch [1, Lp, D]: the prior's word embeddings (projected to the fusion
+        width) after the GCA's self-attention and feed-forward block. It depends only on weights and
+        vocabulary, so outside training and gradient recording it is computed once and reused until a
+        weight it reads (its values, device or dtype), the vocabulary, the mode or autocast changes."""
+        if self.gca is None:
+            raise ValueError("the GCA is switched off (model.gca.enabled=false): there is no prior branch")
+        key = self._prior_key() if cache and not self.gca.training and not torch.is_grad_enabled() else None
+        if key is not None and self._prior_cache is not None and _same_key(self._prior_cache[0], key):
+            return self._prior_cache[1]
+        prior = self.text_encoder.word_embeddings(self.prior_ids)
+        if self.prior_proj is not None:
+            prior = self.prior_proj(prior)
+        encoded = self.gca.encode_prior(prior, self.prior_mask)
+        self._prior_cache = None if key is None else (key, encoded)
+        return encoded
+
+    def _prior_key(self) -> list:
+        gca = self.gca
+        tensors = [self.text_encoder.word_embeddings.weight, self.prior_ids, self.prior_mask]
+        for module in (gca.prior_attn, gca.prior_attn_norm, gca.prior_ffn, gca.prior_ffn_norm, self.prior_proj):
+            tensors += [] if module is None else list(module.parameters())
+        device = self.prior_ids.device.type
+        autocast = (torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
+        return [autocast] + [(weakref.ref(t), t.data_ptr(), t._version, t.dtype, t.device) for t in tensors]
 
     def forward(
         self,
@@ -229,9 +265,10 @@ class AMiFVQA(nn.Module):
         question_mask: torch.Tensor,
         answer_ids: torch.Tensor,
         answer_mask: torch.Tensor,
+        image_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Training loss: answer-token cross-entropy summed per sample, averaged over the batch."""
-        context, cmask = self.fuse(pixel_values, question_ids, question_mask)
+        context, cmask = self.fuse(pixel_values, question_ids, question_mask, image_index)
         return -self.decoder.sequence_log_likelihood(answer_ids, answer_mask, context, cmask).mean()
 
     @torch.no_grad()
@@ -241,27 +278,33 @@ class AMiFVQA(nn.Module):
         question_ids: torch.Tensor,
         question_mask: torch.Tensor,
         k: int | None = None,
+        image_index: torch.Tensor | None = None,
+        *,
+        reference: bool = False,
     ) -> RankedAnswers:
         """Rank the candidates: top-k by first-token probability, re-scored by full-sequence likelihood.
 
         Returns the k candidates per question sorted best first, with probabilities (softmax over the
         k full-sequence log-likelihoods). The published code counts the first token twice; here the
-        score is exactly the sequence log-likelihood.
+        score is exactly the sequence log-likelihood. ``reference=True`` computes the same ranking the
+        published code's way (each question's image encoded for it, the GCA prior recomputed, the
+        context repeated k times; ``amif.models.ranking``), to check and time the fast path against.
         """
+        if reference:
+            if image_index is not None:
+                pixel_values, image_index = pixel_values[image_index.to(pixel_values.device)], None
+            context, cmask = self.fuse(pixel_values, question_ids, question_mask, cache_prior=False)
+        else:
+            context, cmask = self.fuse(pixel_values, question_ids, question_mask, image_index)
+        return self.rank_fused(context, cmask, k, reference=reference)
+
+    def rank_fused(
+        self, context: torch.Tensor, context_mask: torch.Tensor, k: int | None = None, *, reference: bool = False
+    ) -> RankedAnswers:
+        """:meth:`rank` from fused features (:meth:`fuse`), e.g. shared with a validation loss."""
         k = min(k or self.cfg.decoder.rank_k, len(self.answer_candidates))
-        context, cmask = self.fuse(pixel_values, question_ids, question_mask)
-        b = context.shape[0]
-        start = self.candidate_ids[:1, :1].expand(b, 1)
-        first = self.decoder(start, torch.ones_like(start, dtype=torch.bool), context, cmask)[:, 0]
-        first_logp = first.log_softmax(-1)[:, self.decoder.output_positions(self.candidate_ids[:, 1])]  # [B, C]
-        top = first_logp.topk(k, dim=1).indices  # [B, k]
-        ids, mask = self.candidate_ids[top].flatten(0, 1), self.candidate_mask[top].flatten(0, 1)
-        ll = self.decoder.sequence_log_likelihood(
-            ids, mask, context.repeat_interleave(k, 0), cmask.repeat_interleave(k, 0)
-        ).view(b, k)
-        order = ll.argsort(dim=1, descending=True)
-        ll = ll.gather(1, order)
-        return RankedAnswers(indices=top.gather(1, order), probs=ll.softmax(-1), log_likelihood=ll)
+        return rank_candidates(self.decoder, self.candidate_ids, self.candidate_mask, context, context_mask, k,
+                               reference=reference)
 
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, folder: str | Path) -> Path:
@@ -329,6 +372,13 @@ class AMiFVQA(nn.Module):
             raise CheckpointError(f"{file} holds no image_encoder./text_encoder./fusion. weights")
         _load_checked(self, state, str(file), strict=False)
         return sorted(state)
+
+
+def _same_key(a: list, b: list) -> bool:
+    """Whether two :meth:`AMiFVQA._prior_key` results name the same tensors in the same state."""
+    if len(a) != len(b) or a[0] != b[0]:
+        return False
+    return all(x[0]() is not None and x[0]() is y[0]() and x[1:] == y[1:] for x, y in zip(a[1:], b[1:]))
 
 
 def _load_checked(model: nn.Module, state: dict[str, torch.Tensor], source: str, strict: bool) -> None:
