@@ -55,7 +55,7 @@ def _paper(corpora, out: Path, teacher: str, *extra: str) -> list[str]:
         f"data.corpora={corpus_list}", "data.val=null", "data.num_workers=0",
         f"losses.teacher={teacher}", "losses.teacher_trust_remote_code=false",
         f"run.output_dir={out}", "run.accelerator=cpu", "run.devices=1", "run.strategy=auto",
-        "run.precision=32-true", "run.batch_size=4", "run.max_steps=3", "run.max_epochs=1",
+        "run.precision=32-true", "run.global_batch_size=null", "run.batch_size=4", "run.max_steps=3", "run.max_epochs=1",
         "run.val_check_interval=null", "run.log_every_n_steps=1", "run.cpu_threads=1", *extra,
     ]
 

@@ -13,7 +13,10 @@ from amif.teachers import OpenCLIPTeacher, load_teacher
 from amif_train.cli import main as cli_main
 from biomedclip_fixture import write_biomedclip
 
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)  # conftest restores the count after each test
 
 
 def _ln(x, s, key, eps):
