@@ -50,12 +50,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                     blank_images=args.blank_images, source=str(split_file(args.data, args.split)))
     qtypes = sorted({r.question_type for r in records if r.question_type})
     rows, metrics = evaluate_dataset(model, ds, batch_size=args.batch_size, question_types=qtypes, progress=True)
+    reliance = None
+    if not args.no_image_reliance:
+        from amif.reliance import image_reliance
+
+        reliance = image_reliance(model, ds, rows, batch_size=args.batch_size, question_types=qtypes, progress=True)
     out = Path(args.out or Path(args.model) / f"results_{args.split}.json")
     protocol = model.meta.get("protocol", "unknown")
     write_results(out, metrics=metrics, predictions=rows, split=args.split, model=str(args.model),
                   dataset=str(args.data), protocol=protocol,
-                  protocol_description=model.meta.get("protocol_description"), blank_images=args.blank_images)
+                  protocol_description=model.meta.get("protocol_description"), blank_images=args.blank_images,
+                  image_reliance=reliance)
     print(format_table({"AMiF": metrics}))
+    if reliance is not None:
+        from amif.reliance import format_reliance_table
+
+        print("\nImage reliance (accuracy %; changed: share of answers that differ from the real-image run)\n"
+              + format_reliance_table({"AMiF": reliance}, {"AMiF": metrics}))
+    if metrics.get("ece") is not None:
+        print(f"\nexpected calibration error of the top-1 probability (15 bins): {100 * metrics['ece']:.1f} %")
     print(f"\nprotocol: {protocol}; {metrics.get('n_answer_not_in_candidates', 0)} answers not among the candidates "
           f"(counted wrong)\nresults written to {out}")
     return 0
@@ -96,6 +109,8 @@ def build_parser(extra: Sequence[Callable[[argparse._SubParsersAction], None]] =
     p.add_argument("--out", help="results JSON (default MODEL/results_SPLIT.json)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--blank-images", action="store_true", help="question-only evaluation")
+    p.add_argument("--no-image-reliance", action="store_true",
+                   help="skip the blank- and shuffled-image evaluations (two more passes over the split)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="answer a question about one image (PNG/JPEG/DICOM)")
