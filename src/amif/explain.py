@@ -144,19 +144,16 @@ def explain_batch(
     order = ranked.indices[0]
     with _hooks(model) as seen, torch.enable_grad():
         context, cmask = model.fuse(pixels, ids, mask)
-        if method == "context":
-            context.retain_grad()
         k = len(order)
         ll = model.decoder.sequence_log_likelihood(
             model.candidate_ids[order], model.candidate_mask[order],
             context.expand(k, -1, -1), cmask.expand(k, -1),
         )
-        ll.log_softmax(0)[0].backward()
-    if method == "tokens":
-        act, grad = seen["tokens"][0, 1:], seen["tokens"].grad[0, 1:]
-    else:
-        n_img = seen["tokens"].shape[1]
-        act, grad = context[0, -n_img + 1:], context.grad[0, -n_img + 1:]
+        # only the explained tensor's gradient: no parameter gradient is computed or left behind
+        wrt = seen["tokens"] if method == "tokens" else context
+        (grad,) = torch.autograd.grad(ll.log_softmax(0)[0], wrt)
+    n_img = seen["tokens"].shape[1]
+    act, grad = wrt[0, -n_img + 1:], grad[0, -n_img + 1:]  # the patch positions (CLS left out)
     heat = (grad * act).sum(-1).clamp(min=0).detach().float().cpu()
     grid = int(round(heat.numel() ** 0.5))
     heat = heat.view(grid, grid).numpy()
