@@ -66,11 +66,14 @@ def test_evaluate_reports_reliance_and_calibration(setup, tmp_path, capsys):
     # the shares are recomputable from the real run and a blank run
     blank_out = tmp_path / "blank.json"
     assert cli_main(["evaluate", "--model", str(setup["model"]), "--data", str(setup["data"]), "--blank-images",
-                     "--no-image-reliance", "--out", str(blank_out)]) == 0
+                     "--out", str(blank_out)]) == 0
     blank = json.loads(blank_out.read_text())
-    assert "image_reliance" not in blank or blank["image_reliance"] is None
+    assert blank["image_reliance"] is None  # nothing to blank or shuffle in a blank-image run
     assert blank["metrics"]["overall"] == pytest.approx(rel["blank"]["overall"])
     changed = [a["prediction"] != b["prediction"] for a, b in zip(doc["predictions"], blank["predictions"])]
     assert rel["sensitivity"]["blank"]["overall"] == pytest.approx(sum(changed) / len(changed))
     assert 0 <= doc["metrics"]["ece"] <= 1
     assert "Image reliance" in printed and "changed (shuffled)" in printed and "calibration error" in printed
+    assert cli_main(["evaluate", "--model", str(setup["model"]), "--data", str(setup["data"]),
+                     "--no-image-reliance", "--out", str(tmp_path / "fast.json")]) == 0
+    assert json.loads((tmp_path / "fast.json").read_text())["image_reliance"] is None

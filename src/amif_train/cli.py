@@ -51,7 +51,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     qtypes = sorted({r.question_type for r in records if r.question_type})
     rows, metrics = evaluate_dataset(model, ds, batch_size=args.batch_size, question_types=qtypes, progress=True)
     reliance = None
-    if not args.no_image_reliance:
+    if not (args.no_image_reliance or args.blank_images):  # a blank-image run has no images to replace
         from amif.reliance import image_reliance
 
         reliance = image_reliance(model, ds, rows, batch_size=args.batch_size, question_types=qtypes, progress=True)
