@@ -93,21 +93,26 @@ def changed_share(real: Sequence[dict], other: Sequence[dict]) -> dict[str, floa
 
 
 def image_reliance(model: AMiFVQA, dataset: Any, real_rows: Sequence[dict], *, batch_size: int = 32,
-                   question_types: Sequence[str] = (), seed: int = 0, progress: bool = False) -> dict[str, Any]:
+                   question_types: Sequence[str] = (), seed: int = 0, progress: bool = False,
+                   known: dict[str, tuple[Sequence[dict], dict[str, Any]]] | None = None) -> dict[str, Any]:
     """Evaluate ``dataset`` again with blank and with shuffled images.
 
     Returns ``{"blank": metrics, "shuffled": metrics, "sensitivity": {"blank": {group: share},
     "shuffled": {...}}, "n_same_image_shuffled": n}``; ``metrics`` as :func:`amif.evaluation.evaluate_dataset`
     gives them (accuracy overall, open / closed, per question type). ``real_rows`` are the rows of
-    the evaluation with the real images.
+    the evaluation with the real images; ``known`` maps a condition to its (rows, metrics) when they
+    were computed already (the question-only baseline's own test run is the blank condition).
     """
     from amif.evaluation import evaluate_dataset
 
     out: dict[str, Any] = {"sensitivity": {}}
     for mode in CONDITIONS:
         ds = ReplacedImages(dataset, mode, seed)
-        rows, metrics = evaluate_dataset(model, ds, batch_size=batch_size, question_types=question_types,
-                                         progress=progress)
+        if known and mode in known:
+            rows, metrics = known[mode]
+        else:
+            rows, metrics = evaluate_dataset(model, ds, batch_size=batch_size, question_types=question_types,
+                                             progress=progress)
         out[mode] = metrics
         out["sensitivity"][mode] = changed_share(real_rows, rows)
         if mode == "shuffled":

@@ -156,11 +156,15 @@ def demo_extras(out: Path, records: Mapping[str, Sequence[Any]], rows_by_model: 
         ds = VQADataset(data_dir, test, build_eval_transform(size), image_size=size,
                         source=str(split_file(data_dir, "test")))
         rows = list(rows_by_model.get(key) or [])
+        known = {}
+        if key == "question_only" and len(rows) == len(test):  # its own test run saw blank images
+            known["blank"] = (rows, _score(rows, qtypes))
         if key == "question_only" or len(rows) != len(test):
             rows, _ = evaluate_dataset(model, ds, batch_size=batch_size, question_types=qtypes)
-        _, metrics = _score(rows, qtypes)
+        metrics = _score(rows, qtypes)
         real[labels[key]] = metrics
-        reliance[labels[key]] = image_reliance(model, ds, rows, batch_size=batch_size, question_types=qtypes)
+        reliance[labels[key]] = image_reliance(model, ds, rows, batch_size=batch_size, question_types=qtypes,
+                                               known=known)
         calibration[labels[key]] = calibration_from_rows(rows_by_model.get(key) or rows)
         if key == main:
             predictor = VQAPredictor(model)
@@ -178,7 +182,7 @@ def demo_extras(out: Path, records: Mapping[str, Sequence[Any]], rows_by_model: 
     return result
 
 
-def _score(rows: Sequence[dict], qtypes: Sequence[str]) -> tuple[Sequence[dict], dict[str, Any]]:
+def _score(rows: Sequence[dict], qtypes: Sequence[str]) -> dict[str, Any]:
     """Accuracy metrics of existing rows (as evaluate_dataset computes them)."""
     from amif.metrics import VQAAccuracy, summarize
 
@@ -186,7 +190,7 @@ def _score(rows: Sequence[dict], qtypes: Sequence[str]) -> tuple[Sequence[dict],
     if rows:
         metric.update([r["prediction"] for r in rows], [r["answer"] for r in rows], [r["answer_type"] for r in rows],
                       [r["question_type"] for r in rows])
-    return rows, summarize(metric.compute())
+    return summarize(metric.compute())
 
 
 def format_extras(extras: Mapping[str, Any]) -> str:
