@@ -4,20 +4,24 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.amif-installed
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint clean browser
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[demo,test]"
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[demo,test,web]"
 	touch $(STAMP)
 
 demo: setup
 	$(VENV)/bin/amif demo --out runs/demo
 
-test: setup
+# headless Chromium + chromedriver from the system packages for tests/test_serve_browser.py
+browser:
+	sh .ci/install-browser
+
+test: setup browser
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/pytest -q
 

@@ -78,3 +78,37 @@ def write_tiny_clip(folder: Path, words: list[str], image_size: int = 32, num_la
     CLIPModel(cfg).save_pretrained(folder)
     tok.save_pretrained(folder)
     return tok
+
+
+def save_micro_model(folder: Path, seed: int = 0) -> Path:
+    """A randomly initialised micro AMiF (32 px, 4 x 4 patches) saved as a model folder."""
+    import torch
+
+    from amif.config import load_config
+    from amif.models.vqa import AMiFVQA
+
+    torch.manual_seed(seed)
+    cfg = load_config(TINY_CONFIG, MICRO).model
+    model = AMiFVQA(cfg, ["yes", "no", "left", "right", "computed tomography", "2"],
+                    ["yes", "no", "left", "right", "computed tomography", "mri"])
+    return model.save_pretrained(folder)
+
+
+def write_test_images(folder: Path) -> dict[str, Path]:
+    """A PNG, a JPEG, a DICOM (pydicom's CT_small) and a truncated DICOM in ``folder``."""
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    img = Image.new("L", (48, 48), 30)
+    ImageDraw.Draw(img).ellipse([8, 8, 20, 20], fill=220)
+    paths = {"png": folder / "scan.png", "jpeg": folder / "scan.jpg", "dicom": folder / "ct.dcm",
+             "corrupt_dicom": folder / "broken.dcm", "not_image": folder / "notes.png"}
+    img.save(paths["png"])
+    img.convert("RGB").save(paths["jpeg"])
+    shutil.copy(get_testdata_file("CT_small.dcm"), paths["dicom"])
+    data = paths["dicom"].read_bytes()
+    paths["corrupt_dicom"].write_bytes(data[: len(data) // 3])
+    paths["not_image"].write_text("this is not an image\n")
+    return paths

@@ -88,6 +88,8 @@ def test_demo_pipeline_end_to_end(tmp_path, capsys):
         assert (report / name).is_file() and (report / name).stat().st_size > 0, name
     if pretrain:
         assert (report / "pretraining_curves.png").is_file()
+    for name in ("explanations.png", "reliability.png"):
+        assert (report / name).is_file() and (report / name).stat().st_size > 0, name
 
     expected = ["majority", "question_only", "scratch"] + (["pretrained"] if pretrain else [])  # with_scratch
     saved = json.loads((report / "results.json").read_text(encoding="utf-8"))
@@ -98,6 +100,16 @@ def test_demo_pipeline_end_to_end(tmp_path, capsys):
     md = (report / "results.md").read_text(encoding="utf-8")
     assert "machine:" in md and "date:" in md and header in md
     assert header in capsys.readouterr().out
+    # the explanation / image-reliance / calibration section: AMiF and question only, both conditions
+    why = saved["explain"]
+    main_label = demo.MODELS["pretrained" if pretrain else "scratch"]
+    assert set(why["image_reliance"]) == {main_label, demo.MODELS["question_only"]}
+    for rel in why["image_reliance"].values():
+        assert set(rel["sensitivity"]) == {"blank", "shuffled"} and "overall" in rel["shuffled"]
+    assert why["lesion_hit"]["question_type"] == "presence" and "seconds" in why
+    assert why["calibration"][main_label]["ece"] == pytest.approx(saved["metrics"][
+        "pretrained" if pretrain else "scratch"]["ece"])
+    assert "Image reliance on the test split" in md and "calibration error" in md
 
     # the baseline and the lesion rows agree with a recomputation from the files
     from amif.data.records import load_split

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from amif.answers import exact_match, normalize_answer
+from amif.calibration import calibration_from_rows
 from amif.data.vqa_dataset import VQADataset, collate_vqa
 from amif.errors import ConfigError
 from amif.metrics import VQAAccuracy, summarize
@@ -114,4 +115,5 @@ def evaluate_dataset(
             })
     metrics = summarize(metric.compute())
     metrics["n_answer_not_in_candidates"] = sum(not r["answer_in_candidates"] for r in rows)
+    metrics["ece"] = calibration_from_rows(rows)["ece"]  # top-1 probability, 15 bins (amif.calibration)
     return rows, metrics

@@ -10,7 +10,9 @@ from PIL import Image
 from amif.answers import normalize_question
 from amif.data.images import load_image
 from amif.data.transforms import build_eval_transform
+from amif.errors import DataError
 from amif.evaluation import predict_batch, resolve_device
+from amif.explain import Explanation, explain_batch
 from amif.models.vqa import AMiFVQA
 
 
@@ -37,3 +39,18 @@ class VQAPredictor:
         batch = {"pixel_values": self.transform(img.convert("RGB"))[None], "question": [normalize_question(question)]}
         pred = predict_batch(self.model, batch, top_k=top_k)[0]
         return list(zip(pred["answers"], pred["probs"]))
+
+    def explain(self, image: str | Path | Image.Image, question: str, top_k: int = 5, n_words: int = 8,
+                method: str = "tokens") -> Explanation:
+        """Ranked answers, a patch heatmap of what the best answer depended on, the vocabulary words the
+        GCA reads most and its mean gate (:mod:`amif.explain`). ``Explanation.heatmap`` is a numpy
+        array; :func:`amif.explain_figure.save_explanation_png` draws the whole explanation."""
+        img = image if isinstance(image, Image.Image) else load_image(image)
+        try:
+            q = normalize_question(question)
+        except ValueError as e:
+            raise DataError(f"the question is empty ({e})") from e
+        pixels = self.transform(img.convert("RGB"))[None]
+        expl = explain_batch(self.model, pixels, q, top_k=top_k, n_words=n_words, method=method)
+        expl.image = img
+        return expl

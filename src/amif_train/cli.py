@@ -54,14 +54,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     qtypes = sorted({r.question_type for r in records if r.question_type})
     if args.bf16 and device.type != "cuda":
         raise ConfigError("--bf16 is for evaluation on a GPU; this run evaluates on the CPU")
+    autocast = torch.bfloat16 if args.bf16 else None
     rows, metrics = evaluate_dataset(model, ds, batch_size=args.batch_size, question_types=qtypes, progress=True,
-                                     autocast_dtype=torch.bfloat16 if args.bf16 else None)
+                                     autocast_dtype=autocast)
+    reliance = None
+    if not (args.no_image_reliance or args.blank_images):  # a blank-image run has no images to replace
+        from amif.reliance import image_reliance
+
+        reliance = image_reliance(model, ds, rows, batch_size=args.batch_size, question_types=qtypes, progress=True,
+                                  autocast_dtype=autocast)
     out = Path(args.out or Path(args.model) / f"results_{args.split}.json")
     protocol = model.meta.get("protocol", "unknown")
     write_results(out, metrics=metrics, predictions=rows, split=args.split, model=str(args.model),
                   dataset=str(args.data), protocol=protocol,
-                  protocol_description=model.meta.get("protocol_description"), blank_images=args.blank_images)
+                  protocol_description=model.meta.get("protocol_description"), blank_images=args.blank_images,
+                  image_reliance=reliance)
     print(format_table({"AMiF": metrics}))
+    if reliance is not None:
+        from amif.reliance import format_reliance_table
+
+        print("\nImage reliance (accuracy %; changed: share of answers that differ from the real-image run)\n"
+              + format_reliance_table({"AMiF": reliance}, {"AMiF": metrics}))
+    if metrics.get("ece") is not None:
+        print(f"\nexpected calibration error of the top-1 probability (15 bins): {100 * metrics['ece']:.1f} %")
     print(f"\nprotocol: {protocol}; {metrics.get('n_answer_not_in_candidates', 0)} answers not among the candidates "
           f"(counted wrong)\nresults written to {out}")
     return 0
@@ -108,6 +123,8 @@ def build_parser(extra: Sequence[Callable[[argparse._SubParsersAction], None]] =
     p.add_argument("--blank-images", action="store_true", help="question-only evaluation")
     _add_device(p)
     p.add_argument("--bf16", action="store_true", help="rank under bf16 autocast (GPU only)")
+    p.add_argument("--no-image-reliance", action="store_true",
+                   help="skip the blank- and shuffled-image evaluations (two more passes over the split)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="answer a question about one image (PNG/JPEG/DICOM)")

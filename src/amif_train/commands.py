@@ -195,3 +195,41 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 ALL += [add_demo]
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from amif.explain_figure import explanation_text, save_explanation_png
+    from amif.inference import VQAPredictor
+
+    predictor = VQAPredictor.from_pretrained(args.model, device=args.device)
+    expl = predictor.explain(args.image, args.question, top_k=args.top_k, method=args.method)
+    path = save_explanation_png(expl, args.out)
+    if args.json:
+        print(json.dumps({**expl.to_json(), "png": str(path)}))
+    else:
+        print("\n".join(explanation_text(expl)) + f"\nexplanation written to {path}")
+    return 0
+
+
+def add_explain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("explain", help="answer a question about one image and show why (PNG with a heatmap)")
+    p.add_argument("--model", required=True, help="model folder written by finetune")
+    p.add_argument("--image", required=True, help="PNG, JPEG or DICOM file")
+    p.add_argument("--question", required=True)
+    p.add_argument("--out", required=True, help="the PNG to write")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--method", default="tokens", choices=("tokens", "context"),
+                   help="heatmap: gradient x activation on the image tokens (default) or on the decoder's context")
+    p.add_argument("--json", action="store_true", help="print the explanation (arrays included) as JSON")
+    p.add_argument("--device", help="torch device, e.g. cpu, cuda (default: cuda when available)")
+    p.set_defaults(func=cmd_explain)
+
+
+def add_serve(sub: argparse._SubParsersAction) -> None:
+    """``amif serve`` (defined in :mod:`amif_train.serve`; Gradio is imported only when it runs)."""
+    from amif_train.serve import add_parser
+
+    add_parser(sub)
+
+
+ALL += [add_explain, add_serve]

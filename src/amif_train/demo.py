@@ -378,16 +378,19 @@ def run_demo(
         results[key]["val"] = summary.get("val")
         print(f"{MODELS[key]}: {timings[key]} s", flush=True)
 
-    # 4. majority baseline, report
+    # 4. explanations, image reliance, calibration; majority baseline, report
     step("report")
-    t0 = time.time()
+    from amif_train.report_explain import demo_extras
+
+    extras = demo_extras(out, records, rows_by_model, MODELS, main_model(results), plots=plots)
+    timings["explain"] = extras["seconds"]
     maj_rows, maj = majority_baseline(records["train"], records["test"])
     results = {"majority": add_lesion_metric(maj, maj_rows), **results}
     rows_by_model = {"majority": maj_rows, **rows_by_model}
     report = write_report(out, results=results, rows_by_model=rows_by_model, records=records,
                           data_summary=data_summary, pretrain_summaries=pretrain_summaries, timings=timings,
                           scale=scale, seed=seed, quick=quick, config=str(config), overrides=list(overrides),
-                          plots=plots, t_start=t_start, background=list(background))
+                          plots=plots, t_start=t_start, background=list(background), extras=extras)
     return report
 
 
@@ -429,6 +432,7 @@ def write_report(
     plots: bool,
     t_start: float,
     background: Sequence[str] = (),
+    extras: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Print the results table and write ``DIR/report``: results.md, results.json and the pictures.
     ``background``: the runs trained in a second process during pre-training (their time overlaps)."""
@@ -451,6 +455,8 @@ def write_report(
             predictions={MODELS[k]: v for k, v in rows_by_model.items()}, main=MODELS[main],
             baseline=MODELS["question_only"] if "question_only" in results else None, seed=seed,
         )
+    if extras:
+        images.update(extras.get("images") or {})
     timings["report"] = round(time.time() - t0, 1)
     timings["total"] = round(time.time() - t_start, 1)
     machine = machine_info()
@@ -472,6 +478,7 @@ def write_report(
                         for s in pretrain_summaries],
         "images": images,
         "table_markdown": table,
+        "explain": {k: v for k, v in (extras or {}).items() if k != "images"},
     }
     (report_dir / "results.json").write_text(json.dumps(doc, indent=1, default=str), encoding="utf-8")
     (report_dir / "results.md").write_text(_markdown(doc, table, results, report_dir), encoding="utf-8")
@@ -482,6 +489,10 @@ def write_report(
         if g:
             print(f"{MODELS[key]} vs question only: {g['overall']:+.1f} points overall, "
                   f"{g['lesion']:+.1f} on lesion questions (targets +10 / +20)")
+    if extras:
+        from amif_train.report_explain import format_extras
+
+        print(format_extras(extras) + "\n")
     print("\nwall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + _overlap_note(doc))
     print(f"report: {report_dir / 'results.md'}")
     return doc
@@ -527,6 +538,10 @@ def _markdown(doc: dict[str, Any], table: str, results: Mapping[str, Any], repor
         lines.append(f"**{MODELS[key]}** vs question only: {g['overall']:+.1f} points overall, "
                      f"{g['lesion']:+.1f} points on lesion questions - {status} the demo targets (+10 / +20).")
         lines.append("")
+    if doc.get("explain"):
+        from amif_train.report_explain import format_extras
+
+        lines += ["## Why: explanations, image reliance, calibration", "", format_extras(doc["explain"]), ""]
     if doc["pretraining"]:
         lines += ["## Pre-training", ""]
         for s in doc["pretraining"]:
