@@ -75,13 +75,13 @@ def test_gate_mean_matches_the_gca_gate(predictor, files):
     expl = explain_batch(model, pixels, question)
     ids, mask = model.tokenize_questions([question])
     seen = {}
-    original = model.gca.forward
-    model.gca.forward = lambda *a, **kw: seen.setdefault("out", original(*a, **{**kw, "return_gate": True}))[0]
+    original = model.gca.read  # fuse reads the (cached) prior through GatedCrossAttention.read
+    model.gca.read = lambda *a, **kw: seen.setdefault("out", original(*a, **{**kw, "return_gate": True}))[0]
     try:
         with torch.no_grad():
             model.fuse(pixels, ids, mask)
     finally:
-        model.gca.forward = original
+        model.gca.read = original
     gate = seen["out"][1][0]  # [Lq + Li, D]; every position is real for one question
     assert expl.gate_mean == pytest.approx(float(gate.mean()), rel=1e-5)
 
