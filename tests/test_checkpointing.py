@@ -11,6 +11,7 @@ import signal
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -188,12 +189,13 @@ def test_max_steps_shorter_than_an_epoch_keeps_the_final_weights(run, tmp_path):
 
 def _save_forever(folder: str) -> None:
     """Child process: write last.ckpt again and again (a kill lands mid-write), each a bigger step."""
+    torch.set_num_threads(1)  # a forked child must not enter the parent's OpenMP pool (it can hang there)
     io = AtomicCheckpointIO()
     step = 0
     while True:
         step += 1
-        io.save_checkpoint({"state_dict": {"w": torch.full((2_000_000,), float(step))}, "step": step},
-                           Path(folder) / "last.ckpt")
+        w = torch.from_numpy(np.full(2_000_000, step, dtype=np.float32))
+        io.save_checkpoint({"state_dict": {"w": w}, "step": step}, Path(folder) / "last.ckpt")
 
 
 def test_random_kills_leave_no_torn_and_no_orphaned_file(tmp_path, monkeypatch):

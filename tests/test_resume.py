@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import lightning as L
+import torch
 from safetensors.torch import load_file
 
 from amif.config import load_config
@@ -70,7 +71,9 @@ from test_resume import KillAt, {make}, {run}
 
 def kill_at(step: int, make: str, run: str, root: Path, out: Path) -> None:
     code = KILL_SCRIPT.format(tests=str(TESTS), make=make, run=run, root=str(root), out=str(out), step=step)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # the killed run computes with as many threads as this process's uninterrupted and resumed runs:
+    # float sums differ in their last bits between thread counts
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
 
