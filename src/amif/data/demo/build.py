@@ -292,7 +292,8 @@ class _Builder:
     @staticmethod
     def _place(rng: np.random.Generator, placement: les_mod.Placement, st: Study, specs: list,
                **kw) -> list[les_mod.Lesion] | None:
-        for _ in range(10):
+        # a single lesion's candidate centres do not depend on the draw: one try tells whether it fits
+        for _ in range(10 if st.lesions.n > 1 else 1):
             found = les_mod.place_lesions(rng, placement, st.lesions, specs, st.study_id, **kw)
             if found is not None:
                 return found
