@@ -22,7 +22,7 @@ from amif.data.demo.sources import find_invesalius  # noqa: E402
 from amif.data.records import SPLITS, load_caption_split, load_split, resolve_image  # noqa: E402
 from amif.errors import DataError  # noqa: E402
 
-SCALE = 0.1
+SCALE = 0.15  # at 0.1 the per-source / plane position balance leaves no position questions
 SIZE = 192
 
 

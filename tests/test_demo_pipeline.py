@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from amif.data.records import VQARecord
+from amif.data.records import VQARecord, load_split
 from amif_train import demo
 
 from helpers import MICRO
@@ -99,6 +99,16 @@ def test_demo_pipeline_end_to_end(tmp_path, capsys):
         assert demo.MODELS[key] in header
     md = (report / "results.md").read_text(encoding="utf-8")
     assert "machine:" in md and "date:" in md and header in md
+    # per-source accuracy and study-level intervals of every group, for every model
+    assert "## Accuracy per source" in md and "## Study-level 95 % intervals" in md
+    groups = saved["bootstrap"]["groups"]
+    assert set(groups) >= {"overall", "lesion"} | {f"qtype/{r.question_type}" for r in load_split(out / "data", "test")}
+    for key in expected:
+        acc, lo, hi = groups["overall"][key]
+        assert lo <= acc <= hi and acc == pytest.approx(saved["metrics"][key]["overall"])
+    test_sources = {r.extra["source"] for r in load_split(out / "data", "test")}
+    assert set(saved["by_source"]) == test_sources and test_sources <= set(saved["data"]["source_details"])
+    assert set(saved["data"]["sources"]) == set(saved["data"]["source_details"])
     assert header in capsys.readouterr().out
     # the explanation / image-reliance / calibration section: AMiF and question only, both conditions
     why = saved["explain"]
@@ -112,8 +122,6 @@ def test_demo_pipeline_end_to_end(tmp_path, capsys):
     assert "Image reliance on the test split" in md and "calibration error" in md
 
     # the baseline and the lesion rows agree with a recomputation from the files
-    from amif.data.records import load_split
-
     train, test = load_split(out / "data", "train"), load_split(out / "data", "test")
     rows, maj = demo.majority_baseline(train, test)
     assert saved["metrics"]["majority"]["overall"] == pytest.approx(maj["overall"])

@@ -178,6 +178,7 @@ def ensure_data(data_dir: Path, *, seed: int, scale: float, progress: bool = Tru
                 say: Callable[[str], None] = print) -> dict[str, Any]:
     """Build the demo dataset into ``data_dir`` unless a build with the same seed and scale is there."""
     from amif.data.demo import build_demo_dataset
+    from amif.data.demo.build import BUILD_VERSION
 
     marker = data_dir.parent / DATA_MARKER
     if marker.is_file() and all((data_dir / f"{s}.jsonl").is_file() for s in ("train", "val", "test")):
@@ -185,7 +186,7 @@ def ensure_data(data_dir: Path, *, seed: int, scale: float, progress: bool = Tru
             old = json.loads(marker.read_text(encoding="utf-8"))
         except ValueError:
             old = {}
-        if old.get("seed") == seed and old.get("scale") == scale:
+        if old.get("seed") == seed and old.get("scale") == scale and old.get("build_version") == BUILD_VERSION:
             say(f"reusing the demo dataset in {data_dir} (seed {seed}, scale {scale})")
             old["reused"] = True
             return old
@@ -457,6 +458,7 @@ def write_report(
         )
     if extras:
         images.update(extras.get("images") or {})
+    breakdown = _breakdown(rows_by_model, records["test"], main, seed)
     timings["report"] = round(time.time() - t0, 1)
     timings["total"] = round(time.time() - t_start, 1)
     machine = machine_info()
@@ -467,7 +469,8 @@ def write_report(
         "machine": machine,
         "settings": {"scale": scale, "seed": seed, "quick": quick, "config": config, "overrides": overrides},
         "data": {k: data_summary.get(k) for k in ("out_dir", "seed", "scale", "image_size", "images", "questions",
-                                                  "question_types", "sources", "reused", "seconds")},
+                                                  "question_types", "sources", "source_details", "build_version",
+                                                  "reused", "seconds")},
         "seconds": timings,
         "background_runs": list(background),
         "lesion_types": list(LESION_TYPES),
@@ -479,6 +482,8 @@ def write_report(
         "images": images,
         "table_markdown": table,
         "explain": {k: v for k, v in (extras or {}).items() if k != "images"},
+        "by_source": breakdown["by_source"],
+        "bootstrap": breakdown["bootstrap"],
     }
     (report_dir / "results.json").write_text(json.dumps(doc, indent=1, default=str), encoding="utf-8")
     (report_dir / "results.md").write_text(_markdown(doc, table, results, report_dir), encoding="utf-8")
@@ -542,6 +547,7 @@ def _markdown(doc: dict[str, Any], table: str, results: Mapping[str, Any], repor
         from amif_train.report_explain import format_extras
 
         lines += ["## Why: explanations, image reliance, calibration", "", format_extras(doc["explain"]), ""]
+    lines += _breakdown_markdown(doc)
     if doc["pretraining"]:
         lines += ["## Pre-training", ""]
         for s in doc["pretraining"]:
@@ -558,6 +564,34 @@ def _markdown(doc: dict[str, Any], table: str, results: Mapping[str, Any], repor
     lines += ["All metrics of every model: `results.json`; per-question predictions: "
               "`runs/<model>/results_test.json`.", ""]
     return "\n".join(lines)
+
+
+def _breakdown(rows_by_model: Mapping[str, list[dict]], test: Sequence[Any], main: str, seed: int) -> dict[str, Any]:
+    """Accuracy per source and study-level bootstrap intervals of every group (``demo_stats``)."""
+    from amif_train import demo_stats
+
+    ref = (main, "question_only") if "question_only" in rows_by_model and main in rows_by_model else None
+    return {"by_source": demo_stats.per_source_accuracy(rows_by_model, test, LESION_TYPES),
+            "bootstrap": {"reference": list(ref) if ref else None, "level": 0.95, "resampled": "test studies",
+                          "groups": demo_stats.study_bootstrap(rows_by_model, test, LESION_TYPES, ref, seed=seed)}}
+
+
+def _breakdown_markdown(doc: Mapping[str, Any]) -> list[str]:
+    from amif_train import demo_stats
+
+    boot, models = doc["bootstrap"], doc["models"]
+    ref = tuple(boot["reference"]) if boot.get("reference") else None
+    main = ref[0] if ref else next(iter(models))
+    return [
+        "## Study-level 95 % intervals", "",
+        "Accuracy (%) [2.5th, 97.5th percentile] over 2,000 resamplings of the test *studies* (a study's "
+        "views and questions are resampled together); the gain column resamples both models together.", "",
+        demo_stats.format_bootstrap_table(boot["groups"], models, ref), "",
+        "## Accuracy per source", "",
+        demo_stats.format_source_table(doc["by_source"], models), "",
+        f"Per question type, {models[main]} (% correct, questions in parentheses):", "",
+        demo_stats.format_source_type_table(doc["by_source"], main), "",
+    ]
 
 
 def _split_counts(counts: Mapping[str, Any] | None) -> str:

@@ -6,6 +6,7 @@ and the study id, so the same seed gives byte-identical files.
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import time
 import zlib
@@ -21,20 +22,25 @@ from amif.data.demo import lesions as les_mod
 from amif.data.demo import questions as qmod
 from amif.data.demo import sources as src_mod
 from amif.data.demo.geometry import Frame, resample, resample_mask, square_frame
+from amif.data.demo.schedule import COUNT_PROBS, LesionPlan, plan_group
 from amif.data.records import SPLITS, CaptionRecord, VQARecord, write_records
 from amif.errors import DataError
 
-# studies per split (train, val, test): per plane for volumes, per source for 2D images
-VOLUME_STUDIES = {"mni": (40, 7, 11), "inv": (24, 4, 6)}
-IMAGE_STUDIES = (24, 4, 6)
+# studies per split (train, val, test): per plane for volumes, per source for 2D images; the test
+# split is larger than the validation split so that per-type figures (position: single-lesion
+# studies only) rest on enough studies
+VOLUME_STUDIES = {"mni": (40, 7, 16), "inv": (24, 4, 6)}
+IMAGE_STUDIES = (24, 4, 8)
 RECOGNITION_STUDIES = (6, 1, 2)
-COUNT_PROBS = (0.25, 0.35, 0.2, 0.2)  # lesions per study: 0, 1, 2, 3 (single lesions get position / size)
+SLICE_TRIES = 8  # volumes: slice pairs tried per study (10 placements each) before it is a fallback
+FRAME_TRIES = 6  # 2D sources: framings tried per study (10 placements each)
 VIEW_GAP_MM = 4.0  # distance between the two slices of a volume study
 BLOCK_MM = 14.0  # volumes are cut into slice blocks of this thickness ...
 BLOCK_GAP_MM = 6.0  # ... separated by unused gaps; blocks are dealt to splits with this pattern:
 SPLIT_PATTERN = ("train", "test", "train", "val", "train", "test", "train")
 MIN_SLICE_AREA = 0.45  # slices whose organ area is at least this fraction of the largest one are used
 CARD_MARKER = "<!-- amif demo dataset card -->"
+BUILD_VERSION = 2  # bumped when the same seed and scale give a different dataset (amif demo rebuilds)
 
 
 def _rng(seed: int, *parts: object) -> np.random.Generator:
@@ -53,6 +59,7 @@ class Study:
     source: str
     plane: str | None = None
     block: tuple[int, int] | None = None  # volumes: inclusive slice range the study's views come from
+    lesions: LesionPlan = LesionPlan(0, None)  # drawn attributes of the study's lesions (schedule.py)
 
 
 # ------------------------------------------------------------------------------------------ volumes
@@ -172,26 +179,30 @@ class RenderedImage:
 
 
 class _Builder:
-    def __init__(self, out: Path, seed: int, scale: float, size: int, use_invesalius: bool | None):
+    def __init__(self, out: Path, seed: int, scale: float, size: int, use_invesalius: bool,
+                 allow_missing: bool = False):
         self.out, self.seed, self.scale, self.size = out, seed, scale, size
         self.images2d = {s.info.key: s for s in src_mod.load_2d_sources()}
         self.volumes: dict[str, src_mod.Volume] = {}
         self.missing: list[str] = []
-        self.fallbacks = 0  # studies whose lesions could not be placed (they get none)
+        self.fallbacks: list[str] = []  # studies whose planned lesions could not be placed (they get none)
         mni = src_mod.load_mni()
         if mni is not None:
             self.volumes["mni"] = mni
         else:
             self.missing.append("mni (nilearn / nibabel not importable)")
-        if use_invesalius is not False:
+        self.missing += [f"{name.lstrip('_')} (pydicom / pydicom-data / scikit-image file or decoder missing)"
+                         for name in src_mod.missing_2d_sources()]
+        if self.missing and not allow_missing:  # a missing package must not silently give another dataset
+            raise DataError("demo source(s) could not be loaded: " + "; ".join(self.missing)
+                            + ". Install the 'demo' extra (make setup), or pass allow_missing_sources=True "
+                            "to build without them")
+        if use_invesalius:  # opt-in only: an installed Debian package must not change the default build
             inv = src_mod.load_invesalius()
-            if inv is not None:
-                self.volumes["inv"] = inv
-            else:
-                self.missing.append("inv (Debian package invesalius-examples not installed)")
-                if use_invesalius:
-                    raise DataError("the InVesalius example (invesalius-examples) was requested but not found",
-                                    path=src_mod.INVESALIUS_CANDIDATES[0])
+            if inv is None:
+                raise DataError("the InVesalius example (invesalius-examples) was requested but not found",
+                                path=src_mod.INVESALIUS_CANDIDATES[0])
+            self.volumes["inv"] = inv
         if not self.images2d and not self.volumes:
             raise DataError("no demo source could be loaded: install the 'demo' extra "
                             "(pydicom-data, nilearn, scikit-image)")
@@ -202,6 +213,8 @@ class _Builder:
 
     # -- planning
     def plan(self) -> list[Study]:
+        """Every study with its split, slice block (volumes) and lesion attributes (balanced per
+        source, plane and split by :func:`amif.data.demo.schedule.plan_group`)."""
         studies: list[Study] = []
         for key in ("mni", "inv"):
             if key not in self.volumes:
@@ -213,69 +226,80 @@ class _Builder:
                 for split, n in zip(SPLITS, counts):
                     rng = _rng(self.seed, "plan", key, plane, split)
                     blocks = setup.blocks[split]
-                    for _ in range(n):
+                    plans = plan_group(_rng(self.seed, "schedule", key, plane, split), n)
+                    for lp in plans:
                         b = blocks[int(rng.integers(len(blocks)))]
-                        studies.append(Study(f"{key}-{plane[:3]}-{i:04d}", split, key, plane, b))
+                        studies.append(Study(f"{key}-{plane[:3]}-{i:04d}", split, key, plane, b, lp))
                         i += 1
         for key, s in self.images2d.items():
             counts = _scaled(IMAGE_STUDIES if s.info.lesions else RECOGNITION_STUDIES, self.scale)
             i = 0
             for split, n in zip(SPLITS, counts):
-                for _ in range(n):
-                    studies.append(Study(f"{key}-{i:04d}", split, key))
+                for lp in plan_group(_rng(self.seed, "schedule", key, split), n, lesions=s.info.lesions):
+                    studies.append(Study(f"{key}-{i:04d}", split, key, lesions=lp))
                     i += 1
         return studies
 
     # -- one study
     def render_study(self, st: Study) -> list[RenderedImage]:
         rng = _rng(self.seed, "study", st.study_id)
-        n = int(rng.choice(4, p=COUNT_PROBS))
         if st.plane is not None:
-            return self._render_volume_study(st, rng, n)
-        return self._render_image_study(st, rng, n)
+            return self._render_volume_study(st, rng)
+        return self._render_image_study(st, rng)
 
-    def _render_volume_study(self, st: Study, rng: np.random.Generator, n: int) -> list[RenderedImage]:
+    def _render_volume_study(self, st: Study, rng: np.random.Generator) -> list[RenderedImage]:
         vol = self.volumes[st.source]
         plane = st.plane
         assert plane is not None and st.block is not None
         setup = self.setups[(st.source, plane)]
         info = vol.infos[plane]
-        lesions = None
-        for attempt in range(60):
-            if attempt % 10 == 0:
-                s0 = int(rng.integers(st.block[0], max(st.block[0], st.block[1] - setup.gap) + 1))
-                views = [s0, s0 + setup.gap]
-                imgs, masks = [], []
-                for s in views:
-                    im, m = vol.slice(plane, s)
-                    imgs.append(resample(im, setup.frame))
-                    masks.append(resample_mask(m, setup.frame))
-                placement = les_mod.Placement(
-                    mask=masks[0] & masks[1], lum=imgs[0], mm_per_px=setup.frame.mm_per_px,
-                    modality=info.modality, horizontal=info.horizontal, vertical=info.vertical,
-                    ref=setup.ref, extent=setup.extent, min_shrink=0.9,
-                )
+        lesions, specs = None, None
+        # a failed placement moves the slice pair (then relaxes the constraints), never the attributes
+        for relax, _ in itertools.product(range(len(les_mod.RELAX_LEVELS)), range(SLICE_TRIES)):
+            s0 = int(rng.integers(st.block[0], max(st.block[0], st.block[1] - setup.gap) + 1))
+            views = [s0, s0 + setup.gap]
+            imgs, masks = [], []
+            for s in views:
+                im, m = vol.slice(plane, s)
+                imgs.append(resample(im, setup.frame))
+                masks.append(resample_mask(m, setup.frame))
+            placement = les_mod.Placement(
+                mask=masks[0] & masks[1], lum=imgs[0], mm_per_px=setup.frame.mm_per_px,
+                modality=info.modality, horizontal=info.horizontal, vertical=info.vertical,
+                ref=setup.ref, extent=setup.extent, min_shrink=0.9,
+            )
+            if specs is None:
+                specs = les_mod.draw_specs(rng, st.lesions, les_mod.available_sizes(placement))
             centre = (views[0] + views[1]) / 2.0
-            lesions = les_mod.sample_lesions(rng, placement, n, st.study_id, volume=True, centre_slice=centre)
+            lesions = self._place(rng, placement, st, specs, volume=True, centre_slice=centre, relax=relax)
             if lesions is not None:
                 break
-        if lesions is None:  # no room for n lesions in this slice pair: the study keeps none (counted)
+        if lesions is None:  # no room for the planned lesions in any slice pair tried: none (counted)
             lesions = []
-            self.fallbacks += 1
+            self.fallbacks.append(st.study_id)
         sizes_offered = len(les_mod.available_sizes(placement)) >= 2
         out = []
         for k, (s, im) in enumerate(zip(views, imgs)):
             shrinks = [les.scale_at((s - centre) * setup.through_mm) for les in lesions]
             drawn = les_mod.draw_lesions(im, lesions, info.modality, shrinks)
             view = f"view{k + 1}"
-            extra = {"source": st.source, "slice": s, "slice_pair": views, "single_view": False}
+            extra = {"source": st.source, "slice": s, "slice_pair": views, "single_view": False,
+                     "lesion_plan": st.lesions.as_dict()}
             out.append(self._finish(st, info, drawn, lesions, shrinks, setup.frame, setup.ref, view, extra,
                                     sizes_offered, vol=vol))
         return out
 
-    def _render_image_study(self, st: Study, rng: np.random.Generator, n: int) -> list[RenderedImage]:
-        src = self.images2d[st.source]
-        info = src.info
+    @staticmethod
+    def _place(rng: np.random.Generator, placement: les_mod.Placement, st: Study, specs: list,
+               **kw) -> list[les_mod.Lesion] | None:
+        # a single lesion's candidate centres do not depend on the draw: one try tells whether it fits
+        for _ in range(10 if st.lesions.n > 1 else 1):
+            found = les_mod.place_lesions(rng, placement, st.lesions, specs, st.study_id, **kw)
+            if found is not None:
+                return found
+        return None
+
+    def _frame_2d(self, src: src_mod.Image2D, rng: np.random.Generator):
         zoom = float(rng.uniform(1.0, 1.12))
         shift = (float(rng.uniform(-0.03, 0.03)), float(rng.uniform(-0.03, 0.03)))
         sp = src.spacing or 1.0
@@ -291,25 +315,36 @@ class _Builder:
             extent = (float(rows[-1] - rows[0] + 1), float(cols[-1] - cols[0] + 1))
         else:
             ref, extent = (self.size / 2.0, self.size / 2.0), (float(self.size), float(self.size))
+        jitter = {"zoom": round(zoom, 4), "shift": [round(x, 4) for x in shift]}
+        return frame, img, mask, ref, extent, jitter
+
+    def _render_image_study(self, st: Study, rng: np.random.Generator) -> list[RenderedImage]:
+        src = self.images2d[st.source]
+        info = src.info
         lesions: list[les_mod.Lesion] = []
         sizes_offered = False
-        if info.lesions:
+        specs = None
+        tries = itertools.product(range(len(les_mod.RELAX_LEVELS)), range(FRAME_TRIES)) if info.lesions else [(0, 0)]
+        for relax, _ in tries:  # a failed placement re-frames the image (then relaxes), never redraws attributes
+            frame, img, mask, ref, extent, jitter = self._frame_2d(src, rng)
+            if not info.lesions:
+                break
             placement = les_mod.Placement(
                 mask=mask, lum=img if img.ndim == 2 else img.mean(-1), mm_per_px=frame.mm_per_px,
                 modality=info.modality, horizontal=info.horizontal, vertical=info.vertical, ref=ref, extent=extent,
             )
-            sizes_offered = len(les_mod.available_sizes(placement)) >= 2
-            found = None
-            for _ in range(60):
-                found = les_mod.sample_lesions(rng, placement, n, st.study_id)
-                if found is not None:
-                    break
-            if found is None:
-                self.fallbacks += 1
-            lesions = found or []
-            img = les_mod.draw_lesions(img, lesions, info.modality)
-        extra = {"source": st.source, "single_view": True, "jitter": {"zoom": round(zoom, 4),
-                                                                       "shift": [round(x, 4) for x in shift]}}
+            sizes = les_mod.available_sizes(placement)
+            sizes_offered = len(sizes) >= 2
+            if specs is None:
+                specs = les_mod.draw_specs(rng, st.lesions, sizes)
+            found = self._place(rng, placement, st, specs, relax=relax)
+            if found is not None:
+                lesions = found
+                break
+        else:
+            self.fallbacks.append(st.study_id)
+        img = les_mod.draw_lesions(img, lesions, info.modality)
+        extra = {"source": st.source, "single_view": True, "jitter": jitter, "lesion_plan": st.lesions.as_dict()}
         return [self._finish(st, info, img, lesions, [1.0] * len(lesions), frame, ref, "single", extra,
                              sizes_offered)]
 
@@ -357,7 +392,11 @@ def _questions_for(seed: int, r: RenderedImage, organs: tuple[str, ...]) -> list
         n=len(lesions), intensity=lesions[0]["intensity"] if lesions else None, position=t["position"],
         size=t["size"], region=t["region"],
     )
-    return qmod.recognition_questions(rng, truth, organs) + qmod.lesion_questions(rng, truth)
+    out = qmod.recognition_questions(rng, truth, organs) + qmod.lesion_questions(rng, truth)
+    for c in out:  # position answers are balanced per source and plane too, not only per wording
+        if c.question_type == "position":
+            c.group = f"{c.group}/{r.study.source}/{t['plane']}"
+    return out
 
 
 def _iter(items, progress: bool, desc: str):
@@ -401,13 +440,16 @@ def build_demo_dataset(
     scale: float = 1.0,
     image_size: int = 192,
     progress: bool = True,
-    use_invesalius: bool | None = None,
+    use_invesalius: bool = False,
+    allow_missing_sources: bool = False,
 ) -> dict:
     """Build the demo Med-VQA dataset into ``out_dir`` and return a summary.
 
     ``scale`` multiplies the number of studies (at least one per source, plane and split remains).
-    ``use_invesalius``: None uses the optional InVesalius head CT when the Debian package is
-    installed, False never does, True requires it. The same seed (and sources) gives identical files.
+    ``use_invesalius``: False (default) builds from the pip-installed sources only, whatever else
+    the machine has; True adds the InVesalius head CT of the Debian package invesalius-examples and
+    fails when it is not installed. A default source that does not load is an error unless
+    ``allow_missing_sources``. The same seed, scale and source packages give identical files.
     """
     from amif.data.demo.card import write_card
 
@@ -418,7 +460,7 @@ def build_demo_dataset(
     t0 = time.time()
     out = Path(out_dir)
     _prepare_out(out)
-    b = _Builder(out, seed, scale, image_size, use_invesalius)
+    b = _Builder(out, seed, scale, image_size, use_invesalius, allow_missing_sources)
     studies = b.plan()
     rendered: list[RenderedImage] = []
     for st in _iter(studies, progress, "demo dataset"):
@@ -484,8 +526,10 @@ def _summary(out: Path, seed: int, scale: float, size: int, b: _Builder, studies
         "seed": seed,
         "scale": scale,
         "image_size": size,
+        "build_version": BUILD_VERSION,
         "sources": sources,
-        "missing_optional_sources": list(b.missing),
+        "source_details": _source_details(b, sources),
+        "missing_sources": list(b.missing),
         "studies": {s: sum(1 for st in studies if st.split == s) for s in SPLITS},
         "images": {s: sum(1 for r in rendered if r.study.split == s) for s in SPLITS},
         "questions": {s: len(vqa[s]) for s in SPLITS},
@@ -494,9 +538,32 @@ def _summary(out: Path, seed: int, scale: float, size: int, b: _Builder, studies
         "answer_types": at,
         "answers": {k: dict(sorted(v.items(), key=lambda kv: (-kv[1], kv[0]))) for k, v in sorted(answers.items())},
         "images_per_source": dict(sorted(Counter(r.study.source for r in rendered).items())),
-        "placement_fallbacks": b.fallbacks,
+        "placement_fallbacks": len(b.fallbacks),
+        "placement_fallback_studies": list(b.fallbacks),
         "count_probabilities": list(COUNT_PROBS),
     }
+
+
+def _package_version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def _source_details(b: _Builder, used: list[str]) -> dict[str, dict]:
+    """Title, origin, package (and its installed version) of every source the build used."""
+    infos = {s.info.key: s.info for s in b.images2d.values()}
+    infos.update({k: v.infos["axial"] for k, v in b.volumes.items()})
+    out = {}
+    for key in used:
+        info = infos[key]
+        names = [x.strip().split(" ")[0] for x in info.package.split("/")]
+        out[key] = {"title": info.title, "origin": info.origin, "package": info.package,
+                    "versions": {n: _package_version(n) for n in names if _package_version(n)}}
+    return out
 
 
 def view_mask(extra: dict, image_size: int | None = None) -> np.ndarray:

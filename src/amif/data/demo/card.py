@@ -37,9 +37,12 @@ def _sources_table(builder, summary: dict) -> str:
             continue
         use = "lesions + all question types" if info.lesions else "recognition questions only"
         view = "axial, coronal, sagittal" if info.key in builder.volumes else (info.plane or info.view_desc or "-")
-        rows.append([f"`{info.key}`", info.title, info.modality, info.organ, view, str(counts[info.key]), use,
+        versions = summary.get("source_details", {}).get(info.key, {}).get("versions", {})
+        pkg = ", ".join(f"{n} {v}" for n, v in versions.items()) or info.package
+        rows.append([f"`{info.key}`", info.title, pkg, info.modality, info.organ, view, str(counts[info.key]), use,
                      info.note or "-"])
-    return _table(rows, ["key", "source", "modality", "organ", "plane / view", "images", "used for", "note"])
+    return _table(rows, ["key", "source", "package", "modality", "organ", "plane / view", "images", "used for",
+                         "note"])
 
 
 def write_card(path: Path, summary: dict, builder, marker: str) -> None:
@@ -56,19 +59,19 @@ def write_card(path: Path, summary: dict, builder, marker: str) -> None:
         ans_rows.append([key, items])
     small_lo = SIZE_SAMPLE_MM["small"][0]
     terms = "; ".join(f"{m}: {a} / {b}" for m, (a, b) in INTENSITY_TERMS.items())
-    missing = summary["missing_optional_sources"]
+    missing = summary["missing_sources"]
     probs = " / ".join(f"{p * 100:.0f}%" for p in summary["count_probabilities"])
     text = f"""{marker}
 # amif demo Med-VQA dataset
 
 A small, fully reproducible medical VQA dataset built offline by `amif data demo` from **real anatomy
-shipped in pip packages** (nilearn, pydicom, pydicom-data, scikit-image, optionally the Debian package
-invesalius-examples) with **synthetic focal lesions** drawn on top. It exists to show that the AMiF
+shipped in pip packages** (nilearn, pydicom, pydicom-data, scikit-image; the Debian package
+invesalius-examples only when asked for) with **synthetic focal lesions** drawn on top. It exists to show that the AMiF
 pipeline runs end to end and that its answers depend on the image. It is **not** a clinical dataset:
 every lesion is synthetic, and a model trained on it learns nothing of clinical value.
 
 Build: seed {summary['seed']}, scale {summary['scale']}, images {summary['image_size']} x {summary['image_size']} px (8-bit PNG).
-Sources used: {', '.join(summary['sources'])}.{' Optional sources not found: ' + '; '.join(missing) + '.' if missing else ''}
+Sources used: {', '.join(summary['sources'])}.{' Sources missing on the building machine (this is NOT the default dataset): ' + '; '.join(missing) + '.' if missing else ''}
 
 ## Files
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from amif.data.demo.schedule import LesionPlan
+
 # size classes (mm): answers "small" (< 20 mm), "medium" (20-35 mm), "large" (>= 35 mm); diameters are
 # drawn away from the class edges so that the in-plane cross-section of a volume view stays in class
 SIZE_EDGES_MM = (20.0, 35.0)
@@ -109,72 +111,112 @@ def available_sizes(p: Placement) -> dict[str, tuple[float, float]]:
     return out
 
 
-def _diameter_px(rng: np.random.Generator, p: Placement, size_name: str | None,
-                 sizes: dict[str, tuple[float, float]]) -> tuple[float, float | None]:
-    if size_name is not None:
-        lo, hi = sizes[size_name]
-        d_mm = float(rng.uniform(lo, hi))
+@dataclass(frozen=True)
+class LesionSpec:
+    """A lesion's drawn attributes apart from its location: kept when a placement is retried."""
+
+    size: str | None  # size class, None when the frame has no pixel spacing
+    u: float  # where the diameter lies in its class's range (0 = smallest, 1 = largest)
+    ratio: float  # axis ratio a / b
+    angle: float
+    lobes: tuple[int, float, float]
+    seed: int
+    depth_factor: float  # volumes: semi-axis across the slices, relative to the in-plane radius
+
+
+def draw_specs(rng: np.random.Generator, plan: LesionPlan, sizes: dict[str, tuple[float, float]]) -> list[LesionSpec]:
+    """The attributes of ``plan``'s lesions other than location (sizes: the classes the frame offers).
+
+    A single lesion takes the size class ``plan.size_rank`` (modulo the offered classes), so that
+    size is balanced against side and intensity; several lesions stay small / medium so that they fit.
+    """
+    names = list(sizes)
+    specs = []
+    for _ in range(plan.n):
+        if plan.n == 1:
+            size_name = names[plan.size_rank % len(names)] if names else None
+        else:
+            small = [x for x in names if x != "large"] or names
+            size_name = str(rng.choice(small)) if small else None
+        specs.append(LesionSpec(
+            size=size_name, u=float(rng.uniform(0, 1)), ratio=float(rng.uniform(0.8, 1.25)),
+            angle=float(rng.uniform(0, math.pi)),
+            lobes=(int(rng.integers(3, 7)), float(rng.uniform(0.0, 0.09)), float(rng.uniform(0, 2 * math.pi))),
+            seed=int(rng.integers(2**31 - 1)), depth_factor=float(rng.uniform(0.95, 1.2)),
+        ))
+    return specs
+
+
+def _diameter_px(p: Placement, spec: LesionSpec, sizes: dict[str, tuple[float, float]],
+                 smallest: bool = False) -> tuple[float, float | None]:
+    u = 0.0 if smallest else spec.u
+    if spec.size is not None:
+        lo, hi = sizes[spec.size]
+        d_mm = lo + u * (hi - lo)
         return d_mm / p.mm_per_px, d_mm  # type: ignore[operator]
     s = p.mask.shape[0]
     lo, hi = NO_MM_FRACTION[0] * s, min(NO_MM_FRACTION[1] * s, MAX_ORGAN_FRACTION * min(p.extent))
-    return float(rng.uniform(lo, max(lo + 1.0, hi))), None
+    return lo + u * max(1.0, hi - lo), None
 
 
-def _candidates(p: Placement, dist: np.ndarray, radius: float, intensity: str, target: tuple[int, int] | None,
-                taken: list[tuple[float, float, float]]) -> np.ndarray:
-    ok = dist >= 0.8 * radius
+# Placement constraints, strictest first; a study whose planned lesions fit nowhere under one level
+# tries the next, so that its drawn attributes never change: (diameter at the class's low end,
+# side-band factor, tissue-brightness slack, centre's minimum depth inside the mask in radii)
+RELAX_LEVELS = ((False, 1.0, 0.0, 0.8), (True, 1.0, 0.0, 0.8), (True, 0.5, 0.12, 0.7), (True, 0.5, None, 0.6))
+
+
+def _candidates(p: Placement, dist: np.ndarray, radius: float, intensity: str, target: tuple[int, int],
+                taken: list[tuple[float, float, float]], relax: int = 0) -> np.ndarray:
+    _, band_f, slack, depth = RELAX_LEVELS[relax]
+    ok = dist >= depth * radius
     rr, cc = np.indices(dist.shape)
-    if target is not None:
-        th, tv = target
-        if th:
-            band = SIDE_BAND * p.extent[1]
-            ok &= (np.sign(cc - p.ref[1]) == th) & (np.abs(cc - p.ref[1]) >= band + 0.25 * radius)
-        if tv:
-            band = SIDE_BAND * p.extent[0]
-            ok &= (np.sign(rr - p.ref[0]) == tv) & (np.abs(rr - p.ref[0]) >= band + 0.25 * radius)
+    th, tv = target
+    th = th if p.horizontal else 0  # an image axis without anatomical meaning (no question) is free
+    tv = tv if p.vertical else 0
+    if th:
+        band = SIDE_BAND * band_f * p.extent[1]
+        ok &= (np.sign(cc - p.ref[1]) == th) & (np.abs(cc - p.ref[1]) >= band + 0.25 * radius)
+    if tv:
+        band = SIDE_BAND * band_f * p.extent[0]
+        ok &= (np.sign(rr - p.ref[0]) == tv) & (np.abs(rr - p.ref[0]) >= band + 0.25 * radius)
     for (r0, c0, rad0) in taken:
         ok &= np.hypot(rr - r0, cc - c0) >= rad0 + radius + 3.0
-    if not ok.any():
+    if not ok.any() or slack is None:
         return ok
     k = max(1, int(round(radius)))
     base = ndi.uniform_filter(p.lum, size=2 * k + 1)
     if intensity == "brighter":
-        ok &= base <= _MAX_BASE_BRIGHT.get(p.modality, 0.62)
+        ok &= base <= _MAX_BASE_BRIGHT.get(p.modality, 0.62) + slack
     else:
-        ok &= base >= _MIN_BASE_DARK.get(p.modality, 0.3)
+        ok &= base >= _MIN_BASE_DARK.get(p.modality, 0.3) - slack
     return ok
 
 
-def sample_lesions(
-    rng: np.random.Generator, p: Placement, n: int, study_id: str, *, volume: bool = False,
-    centre_slice: float | None = None,
+def place_lesions(
+    rng: np.random.Generator, p: Placement, plan: LesionPlan, specs: list[LesionSpec], study_id: str, *,
+    volume: bool = False, centre_slice: float | None = None, relax: int = 0,
 ) -> list[Lesion] | None:
-    """Sample ``n`` lesions inside ``p.mask``; None when no placement was found (the caller retries).
+    """Put ``specs`` (the lesions of ``plan``) inside ``p.mask``; None when they do not fit (the caller
+    retries with another location or slice, never with other attributes).
 
-    A single lesion gets its side(s) drawn first (left / right and upper / lower, or the axes the
-    frame has), so that position answers are balanced by construction; all lesions of a study share
-    one intensity (brighter / darker) so that the intensity question has one answer.
+    A single lesion goes to the side(s) ``plan.target`` says (a band around the organ's centre lines
+    stays free); all lesions of a study share ``plan.intensity``, so that the intensity question has
+    one answer. Only the centres are drawn here. ``relax`` indexes ``RELAX_LEVELS``.
     """
-    if n == 0:
+    if plan.n == 0:
         return []
+    assert plan.intensity is not None and len(specs) == plan.n
     sizes = available_sizes(p)
     dist = ndi.distance_transform_edt(p.mask)
-    intensity = "brighter" if rng.random() < 0.5 else "darker"
-    target = None
-    if n == 1:
-        target = (int(rng.choice([-1, 1])), int(rng.choice([-1, 1])))
     lesions: list[Lesion] = []
     taken: list[tuple[float, float, float]] = []
-    for k in range(n):
-        names = list(sizes)
-        if n > 1:  # several lesions: keep them small / medium so that they fit
-            names = [x for x in names if x != "large"] or names
-        size_name = str(rng.choice(names)) if names else None
-        d_px, d_mm = _diameter_px(rng, p, size_name, sizes)
-        ratio = float(rng.uniform(0.8, 1.25))
-        a, b = d_px / 2 * math.sqrt(ratio), d_px / 2 / math.sqrt(ratio)
+    for k, spec in enumerate(specs):
+        if spec.size is not None and spec.size not in sizes:  # this frame does not offer the drawn class
+            return None
+        d_px, d_mm = _diameter_px(p, spec, sizes, smallest=RELAX_LEVELS[relax][0])
+        a, b = d_px / 2 * math.sqrt(spec.ratio), d_px / 2 / math.sqrt(spec.ratio)
         radius = max(a, b) * p.min_shrink if volume else max(a, b)
-        ok = _candidates(p, dist, radius, intensity, target, taken)
+        ok = _candidates(p, dist, radius, plan.intensity, plan.target, taken, relax)
         idx = np.flatnonzero(ok)
         if idx.size == 0:
             return None
@@ -184,16 +226,13 @@ def sample_lesions(
         c += float(rng.uniform(-0.5, 0.5))
         taken.append((r, c, max(a, b)))
         depth = None
-        if volume and d_mm is not None:
-            depth = d_mm / 2 * float(rng.uniform(0.95, 1.2))
-        elif volume:
-            depth = d_px / 2 * float(rng.uniform(0.95, 1.2))
+        if volume:
+            depth = (d_mm if d_mm is not None else d_px) / 2 * spec.depth_factor
         lesions.append(Lesion(
-            id=f"{study_id}-L{k + 1}", row=r, col=c, a=a, b=b, angle=float(rng.uniform(0, math.pi)),
-            diameter_px=d_px, diameter_mm=d_mm, size=size_name if d_mm is not None else None,
-            intensity=intensity,
-            lobes=(int(rng.integers(3, 7)), float(rng.uniform(0.0, 0.09)), float(rng.uniform(0, 2 * math.pi))),
-            seed=int(rng.integers(2**31 - 1)), depth_mm=depth, centre_slice=centre_slice,
+            id=f"{study_id}-L{k + 1}", row=r, col=c, a=a, b=b, angle=spec.angle,
+            diameter_px=d_px, diameter_mm=d_mm, size=spec.size if d_mm is not None else None,
+            intensity=plan.intensity, lobes=spec.lobes, seed=spec.seed, depth_mm=depth,
+            centre_slice=centre_slice,
         ))
     return lesions
 

@@ -1,4 +1,4 @@
-"""Real images shipped in pip packages (and one optional Debian package), with body/organ masks.
+"""Real images shipped in pip packages (and one opt-in Debian package), with body/organ masks.
 
 Every source is turned into float images in [0, 1] (CT windowed, other modalities scaled so that the
 99.5th percentile of the tissue lands near 0.8, which leaves head-room for bright lesions) plus a
@@ -467,19 +467,29 @@ def _reduce(src: Image2D, max_side: int = 800) -> Image2D:
                    (r0 / f, c0 / f, r1 / f, c1 / f))
 
 
-@lru_cache(maxsize=1)
 def load_2d_sources() -> tuple[Image2D, ...]:
     """All 2D sources that load on this machine (cached; arrays are read-only)."""
-    out = []
+    return _load_2d()[0]
+
+
+def missing_2d_sources() -> tuple[str, ...]:
+    """The 2D sources that did not load on this machine (their loaders' names, e.g. ``_nm_bone``)."""
+    return _load_2d()[1]
+
+
+@lru_cache(maxsize=1)
+def _load_2d() -> tuple[tuple[Image2D, ...], tuple[str, ...]]:
+    out, missing = [], []
     for fn in _LOADERS_2D:
         src = fn()
         if src is None:
+            missing.append(fn.__name__)
             continue
         src = _reduce(src)
         src.image.setflags(write=False)
         src.mask.setflags(write=False)
         out.append(src)
-    return tuple(out)
+    return tuple(out), tuple(missing)
 
 
 # --------------------------------------------------------------------------------------------- volumes
