@@ -141,7 +141,7 @@ def load_torch_file(path: str | Path, map_location: Any = "cpu") -> Any:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: refused to load: it is not a plain weights file "
+        raise CheckpointError(f"{path}: refused to load: cannot read it as a plain weights file "
                               f"(torch.load(weights_only=True) says: {first})") from e
     except Exception as e:  # a corrupt file can raise nearly any type (torch hands .safetensors to safetensors)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

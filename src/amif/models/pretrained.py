@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from amif.errors import CheckpointError, ConfigError
+from amif.safe_io import load_torch_file
 
 if TYPE_CHECKING:
     from transformers import CLIPVisionConfig, CLIPVisionModel, PreTrainedModel, PreTrainedTokenizerBase
@@ -117,13 +118,9 @@ def _safetensors_keys(file: Path) -> list[str]:
 
 
 def _torch_load(file: Path) -> dict[str, Tensor]:
-    """``torch.load`` with ``weights_only=True``; unwraps ``{"state_dict": ...}`` / ``{"model": ...}``."""
-    try:
-        obj = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle / zip errors come in many types
-        raise CheckpointError(
-            f"{file}: cannot read this PyTorch file with torch.load(weights_only=True): {e}"
-        ) from e
+    """:func:`amif.safe_io.load_torch_file` (``weights_only=True``); unwraps ``{"state_dict": ...}`` /
+    ``{"model": ...}``."""
+    obj = load_torch_file(file)
     for wrapper in ("state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
             obj = obj[wrapper]

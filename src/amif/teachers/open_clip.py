@@ -40,6 +40,7 @@ from torch import nn
 
 from amif.data.transforms import CLIP_MEAN, CLIP_STD
 from amif.errors import CheckpointError, DataError
+from amif.safe_io import load_safetensors, load_torch_file
 from amif.teachers.base import Teacher, freeze, image_batch, text_list
 
 __all__ = ["OPEN_CLIP_CONFIG", "OpenCLIPTeacher", "is_open_clip_folder", "read_open_clip_config"]
@@ -151,16 +152,7 @@ def _load_state(path: Path) -> tuple[dict[str, torch.Tensor], Path]:
             break
     else:
         raise CheckpointError(f"teacher folder {path} has no weights (expected {' or '.join(WEIGHT_FILES)})")
-    try:
-        if file.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state: Any = load_file(str(file))
-        else:
-            state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle / zip / safetensors errors on a truncated or foreign file
-        first = (str(e).strip().splitlines() or [""])[0]
-        raise CheckpointError(f"cannot read {file}: {type(e).__name__}: {first}") from e
+    state: Any = load_safetensors(file) if file.suffix == ".safetensors" else load_torch_file(file)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
