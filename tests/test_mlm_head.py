@@ -8,8 +8,8 @@ from transformers import BertConfig, BertForPreTraining, BertModel
 
 from amif.config import load_config
 from amif.errors import CheckpointError
-from amif.models.pretrained import load_bert_mlm_head
 from amif.models.vqa import AMiFVQA
+from amif.weights import load_bert_mlm_head
 
 from helpers import MICRO, TINY_CONFIG
 

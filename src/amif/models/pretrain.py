@@ -47,9 +47,9 @@ from amif.losses import (
 )
 from amif.models.coattention import CoAttentionFusion
 from amif.models.image_encoder import ImageEncoder
-from amif.models.pretrained import check_state_dict
 from amif.models.text_encoder import TextEncoder, load_tokenizer
 from amif.safe_io import load_safetensors
+from amif.weights.checks import check_state_dict
 
 __all__ = [
     "AMiFPretrainModel",

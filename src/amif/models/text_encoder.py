@@ -61,7 +61,7 @@ class TextEncoder(nn.Module):
         else:
             folder = resolve_text_path(cfg.path)
             if cfg.pretrained and load_pretrained:
-                from amif.models.pretrained import load_text_encoder_folder
+                from amif.weights.bert import load_text_encoder_folder
 
                 self.model, _ = load_text_encoder_folder(folder, attn_implementation="sdpa", add_pooling_layer=False)
             else:

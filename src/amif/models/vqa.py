@@ -25,10 +25,11 @@ from amif.models.answer_decoder import AnswerDecoder
 from amif.models.coattention import CoAttentionFusion
 from amif.models.gated_cross_attention import GatedCrossAttention
 from amif.models.image_encoder import ImageEncoder
-from amif.models.pretrained import check_state_dict, load_bert_mlm_head
 from amif.models.ranking import RankedAnswers, rank_candidates
 from amif.models.text_encoder import TextEncoder, load_tokenizer, resolve_text_path
 from amif.safe_io import load_safetensors
+from amif.weights.bert import load_bert_mlm_head
+from amif.weights.checks import check_state_dict
 
 FORMAT = "amif-vqa"
 FORMAT_VERSION = 1

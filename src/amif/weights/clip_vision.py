@@ -1,11 +1,9 @@
-"""Load pretrained weights from local folders into amif's encoders, with errors that say what is wrong.
+"""CLIP image-encoder weights from a local transformers folder or an OpenAI CLIP checkpoint.
 
-amif never downloads anything at run time. The image encoder is a ``transformers.CLIPVisionModel``; its
-weights come either from a transformers folder (``CLIPModel``, ``CLIPVisionModel``, ...) or from the
-original OpenAI CLIP checkpoint (``ViT-B-16.pt``). Both are converted to the state-dict layout of the
-installed ``CLIPVisionModel``. The position embedding is resized once, here, for the target image size, and
-only the first ``num_layers`` blocks are kept. The paper runs at 288x288 with 11 of the 12 ViT-B/16 blocks.
-The text encoder is a transformers folder (Bio_ClinicalBERT in the paper). See docs/pretrained-weights.md.
+Both layouts are converted to the state-dict layout of the installed ``transformers.CLIPVisionModel``.
+The position embedding is resized once, here, for the target image size, and only the first
+``num_layers`` blocks are kept (the paper runs at 288x288 with 11 of the 12 ViT-B/16 blocks).
+See docs/pretrained-weights.md.
 """
 
 from __future__ import annotations
@@ -14,8 +12,7 @@ import functools
 import json
 import math
 import re
-import zipfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,192 +20,17 @@ import torch
 from torch import Tensor, nn
 
 from amif.errors import CheckpointError, ConfigError
-from amif.safe_io import load_torch_file
+from amif.weights.checks import check_state_dict, shape_of
+from amif.weights.files import HF_WEIGHT_FILES, hf_weight_file, load_state_dict_file, read_hf_weights
 
 if TYPE_CHECKING:
-    from transformers import CLIPVisionConfig, CLIPVisionModel, PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import CLIPVisionConfig, CLIPVisionModel
 
-__all__ = [
-    "check_state_dict",
-    "check_text_encoder_folder",
-    "interpolate_position_embedding",
-    "load_clip_vision",
-    "load_bert_mlm_head",
-    "load_clip_vision_model",
-    "load_text_encoder_folder",
-    "openai_visual_to_hf",
-]
+__all__ = ["interpolate_position_embedding", "load_clip_vision", "load_clip_vision_model", "openai_visual_to_hf"]
 
-# Weight files of a transformers folder, in the order transformers itself prefers them.
-_HF_WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
 _OPENAI_SUFFIXES = (".pt", ".pth", ".bin")
 # The top-level modules of a CLIPVisionModel (without the "vision_model." prefix).
 _HF_VISION_ROOTS = ("embeddings.", "pre_layrnorm.", "encoder.", "post_layernorm.")
-
-
-# --------------------------------------------------------------------------------------------------
-# state-dict checks
-# --------------------------------------------------------------------------------------------------
-
-
-def _shape(t: Tensor | torch.Size | tuple) -> tuple[int, ...]:
-    return tuple(t.shape) if isinstance(t, Tensor) else tuple(t)
-
-
-def check_state_dict(
-    model: nn.Module, state_dict: Mapping[str, Tensor], *, strict: bool = True, context: str,
-    allow_missing: bool = False,
-) -> None:
-    """Raise ``CheckpointError`` unless ``state_dict`` fits ``model``.
-
-    Every tensor whose shape differs is listed with the expected and the found shape. With ``strict``,
-    missing and unexpected keys are listed too (``allow_missing`` keeps the check on unexpected keys
-    but lets the file hold a subset of the model's tensors). ``context`` (the folder or file the weights came from)
-    starts the message. The model may live on the meta device; only shapes are compared.
-    """
-    expected = model.state_dict()
-    wrong = [
-        f"  {name}: expected {_shape(expected[name])}, got {_shape(t)}"
-        for name, t in state_dict.items()
-        if name in expected and _shape(expected[name]) != _shape(t)
-    ]
-    missing = [name for name in expected if name not in state_dict] if strict and not allow_missing else []
-    unexpected = [name for name in state_dict if name not in expected] if strict else []
-    if not (wrong or missing or unexpected):
-        return
-    parts = [f"{context}: the weights do not fit {type(model).__name__}"]
-    if wrong:
-        parts.append(f"{len(wrong)} tensor(s) with the wrong shape:\n" + "\n".join(wrong))
-    if missing:
-        parts.append(f"{len(missing)} missing tensor(s):\n" + "\n".join(f"  {n}" for n in missing))
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected tensor(s):\n" + "\n".join(f"  {n}" for n in unexpected))
-    raise CheckpointError("\n".join(parts))
-
-
-# --------------------------------------------------------------------------------------------------
-# reading weight files
-# --------------------------------------------------------------------------------------------------
-
-
-def _read_safetensors(file: Path, keys: Iterable[str] | None = None) -> dict[str, Tensor]:
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(file), framework="pt", device="cpu") as f:
-            names = list(f.keys()) if keys is None else list(keys)
-            return {k: f.get_tensor(k) for k in names}
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{file}: cannot read this safetensors file: {e}") from e
-
-
-def _safetensors_keys(file: Path) -> list[str]:
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(file), framework="pt", device="cpu") as f:
-            return list(f.keys())
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{file}: cannot read this safetensors file: {e}") from e
-
-
-def _torch_load(file: Path) -> dict[str, Tensor]:
-    """:func:`amif.safe_io.load_torch_file` (``weights_only=True``); unwraps ``{"state_dict": ...}`` /
-    ``{"model": ...}``."""
-    obj = load_torch_file(file)
-    for wrapper in ("state_dict", "model"):
-        if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
-            obj = obj[wrapper]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise CheckpointError(
-            f"{file}: expected a state dict (a mapping of names to tensors), got {type(obj).__name__}"
-        )
-    return dict(obj)
-
-
-def _is_torchscript(file: Path) -> bool:
-    if not zipfile.is_zipfile(file):
-        return False
-    with zipfile.ZipFile(file) as z:
-        return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
-
-
-def _load_torch_file(file: Path) -> dict[str, Tensor]:
-    """State dict of a TorchScript archive (the OpenAI CLIP release) or of a plain ``torch.save`` file."""
-    if _is_torchscript(file):
-        import warnings
-
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                return dict(torch.jit.load(str(file), map_location="cpu").state_dict())
-        except Exception as e:
-            raise CheckpointError(
-                f"{file}: cannot read this TorchScript archive with torch.jit.load: {e}"
-            ) from e
-    return _torch_load(file)
-
-
-def _hf_weight_file(folder: Path) -> Path:
-    for name in _HF_WEIGHT_FILES:
-        if (folder / name).is_file():
-            return folder / name
-    others = sorted(p.name for p in folder.iterdir() if p.suffix in {".h5", ".msgpack", ".ckpt"})
-    hint = (
-        f" Only {', '.join(others)} found: amif reads PyTorch/safetensors weights only; convert them or download "
-        "the PyTorch files."
-        if others
-        else ""
-    )
-    raise CheckpointError(f"{folder}: no weights file; expected one of {', '.join(_HF_WEIGHT_FILES)}.{hint}")
-
-
-def _index_shards(index_file: Path) -> dict[str, Path]:
-    """Map tensor name -> shard path from a ``*.index.json``; every shard named must exist."""
-    try:
-        weight_map = json.loads(index_file.read_text())["weight_map"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{index_file}: not a valid shard index (needs a 'weight_map'): {e}") from e
-    shards = {k: index_file.parent / v for k, v in weight_map.items()}
-    absent = sorted({p.name for p in shards.values() if not p.is_file()})
-    if absent:
-        raise CheckpointError(
-            f"{index_file}: shard file(s) listed in the index are missing: {', '.join(absent)}"
-        )
-    return shards
-
-
-def _read_hf_weights(weight_file: Path, select: Callable[[list[str]], list[str]]) -> dict[str, Tensor]:
-    """Read the tensors whose names ``select(names)`` returns, touching only the shards that hold them."""
-    name = weight_file.name
-    if name == "model.safetensors":
-        return _read_safetensors(weight_file, select(_safetensors_keys(weight_file)))
-    if name == "pytorch_model.bin":
-        sd = _torch_load(weight_file)
-        return {k: sd[k] for k in select(list(sd))}
-    shards = _index_shards(weight_file)
-    wanted = select(list(shards))
-    by_shard: dict[Path, list[str]] = {}
-    for k in wanted:
-        by_shard.setdefault(shards[k], []).append(k)
-    out: dict[str, Tensor] = {}
-    for shard, keys in by_shard.items():
-        if shard.suffix == ".safetensors":
-            out.update(_read_safetensors(shard, keys))
-        else:
-            sd = _torch_load(shard)
-            out.update({k: sd[k] for k in keys})
-    return out
-
-
-# --------------------------------------------------------------------------------------------------
-# CLIP vision: layouts
-# --------------------------------------------------------------------------------------------------
 
 
 @functools.lru_cache(maxsize=1)
@@ -260,14 +82,14 @@ def openai_visual_to_hf(
     conv = get("conv1.weight")
     if conv.ndim != 4 or conv.shape[2] != conv.shape[3]:
         raise CheckpointError(
-            f"{source}: '{p}conv1.weight' has shape {_shape(conv)}, expected (width, 3, patch, patch)"
+            f"{source}: '{p}conv1.weight' has shape {shape_of(conv)}, expected (width, 3, patch, patch)"
         )
     width, channels, patch = conv.shape[0], conv.shape[1], conv.shape[2]
     pos = get("positional_embedding")
     grid = math.isqrt(max(pos.shape[0] - 1, 0)) if pos.ndim == 2 else 0
     if pos.ndim != 2 or grid * grid + 1 != pos.shape[0] or grid == 0:
         raise CheckpointError(
-            f"{source}: '{p}positional_embedding' has shape {_shape(pos)}, expected (grid*grid + 1, width)"
+            f"{source}: '{p}positional_embedding' has shape {shape_of(pos)}, expected (grid*grid + 1, width)"
         )
     block_re = re.compile(re.escape(p) + r"transformer\.resblocks\.(\d+)\.")
     blocks = sorted({int(m.group(1)) for k in state_dict if (m := block_re.match(k))})
@@ -302,7 +124,7 @@ def openai_visual_to_hf(
             fused = get(f"{src}attn.in_proj_{kind}")
             if fused.shape[0] != 3 * width:
                 raise CheckpointError(
-                    f"{source}: '{p}{src}attn.in_proj_{kind}' has shape {_shape(fused)}, expected first dim {3 * width}"
+                    f"{source}: '{p}{src}attn.in_proj_{kind}' has shape {shape_of(fused)}, expected first dim {3 * width}"
                 )
             q, k, v = fused.chunk(3, dim=0)
             out[f"{dst}self_attn.q_proj.{kind}"] = q
@@ -345,7 +167,7 @@ def _hf_vision_from_folder(folder: Path) -> tuple[dict[str, Any], dict[str, Tens
             f"{folder}: unknown layout: config.json has model_type {model_type!r}; expected a CLIP model "
             "('clip' or 'clip_vision_model') or an OpenAI CLIP .pt file"
         )
-    weight_file = _hf_weight_file(folder)
+    weight_file = hf_weight_file(folder)
 
     def select(names: list[str]) -> list[str]:
         if any(n.startswith("vision_model.") for n in names):
@@ -354,7 +176,7 @@ def _hf_vision_from_folder(folder: Path) -> tuple[dict[str, Any], dict[str, Tens
             chosen = [n for n in names if n.startswith(_HF_VISION_ROOTS)]
         return [n for n in chosen if not n.endswith("position_ids")]
 
-    sd = _read_hf_weights(weight_file, select)
+    sd = read_hf_weights(weight_file, select)
     if not sd:
         raise CheckpointError(
             f"{weight_file}: holds no CLIP vision tensors ('vision_model.*' or 'embeddings.*')"
@@ -370,7 +192,7 @@ def _openai_file_in(folder: Path) -> Path:
     if not files:
         raise CheckpointError(
             f"{folder}: no weights file; expected a transformers folder (config.json + "
-            f"{' / '.join(_HF_WEIGHT_FILES)}) or an OpenAI CLIP checkpoint ({' / '.join(_OPENAI_SUFFIXES)})"
+            f"{' / '.join(HF_WEIGHT_FILES)}) or an OpenAI CLIP checkpoint ({' / '.join(_OPENAI_SUFFIXES)})"
         )
     if len(files) > 1:
         raise CheckpointError(
@@ -387,7 +209,7 @@ def interpolate_position_embedding(pos: Tensor, new_grid: int) -> Tensor:
     """
     grid = math.isqrt(pos.shape[0] - 1)
     if grid * grid + 1 != pos.shape[0]:
-        raise ValueError(f"position table of shape {_shape(pos)} is not 1 + a square grid")
+        raise ValueError(f"position table of shape {shape_of(pos)} is not 1 + a square grid")
     if grid == new_grid:
         return pos
     cls, patches = pos[:1], pos[1:].float()
@@ -427,12 +249,12 @@ def load_clip_vision(
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: CLIP image-encoder weights not found (no such file or folder)")
-    if path.is_file() and (path.name in _HF_WEIGHT_FILES or path.suffix == ".safetensors"):
+    if path.is_file() and (path.name in HF_WEIGHT_FILES or path.suffix == ".safetensors"):
         if not (path.parent / "config.json").is_file():
             raise CheckpointError(f"{path}: transformers weights without a config.json next to them")
         path = path.parent
     if path.is_dir() and not (path / "config.json").is_file():
-        hf_files = [name for name in _HF_WEIGHT_FILES if (path / name).is_file()]
+        hf_files = [name for name in HF_WEIGHT_FILES if (path / name).is_file()]
         if hf_files:
             raise CheckpointError(
                 f"{path}: no config.json next to the transformers weights ({', '.join(hf_files)})"
@@ -443,7 +265,7 @@ def load_clip_vision(
     else:
         file = _openai_file_in(path) if path.is_dir() else path
         source = str(file)
-        raw = _load_torch_file(file)
+        raw = load_state_dict_file(file)
         if _openai_visual_prefix(raw) is None:
             if any(k.startswith(("vision_model.", "embeddings.patch_embedding")) for k in raw):
                 raise CheckpointError(
@@ -517,127 +339,3 @@ def load_clip_vision_model(
     model.load_state_dict(sd, strict=True)
     return model
 
-
-# --------------------------------------------------------------------------------------------------
-# text encoder (BERT family, transformers folder)
-# --------------------------------------------------------------------------------------------------
-
-# Any of these makes a usable tokenizer: fast tokenizer file, WordPiece vocab, BPE vocab+merges, SentencePiece.
-_TOKENIZER_FILE_SETS = (("tokenizer.json",), ("vocab.txt",), ("vocab.json", "merges.txt"))
-_SENTENCEPIECE_SUFFIX = ".model"
-
-
-def check_text_encoder_folder(path: str | Path) -> Path:
-    """Check that a transformers text-encoder folder has config.json, weights and tokenizer files.
-
-    Raises ``CheckpointError`` naming the folder and what is missing; returns the folder as a ``Path``.
-    """
-    folder = Path(path)
-    if not folder.exists():
-        raise CheckpointError(f"{folder}: text-encoder folder not found")
-    if not folder.is_dir():
-        raise CheckpointError(f"{folder}: the text encoder must be a transformers folder, not a file")
-    problems = []
-    if not (folder / "config.json").is_file():
-        problems.append("config.json (the model configuration)")
-    try:
-        weight_file = _hf_weight_file(folder)
-    except CheckpointError as e:
-        problems.append(str(e).removeprefix(f"{folder}: ").rstrip("."))
-    else:
-        if weight_file.name.endswith(".index.json"):
-            _index_shards(weight_file)
-    has_tokenizer = any(all((folder / f).is_file() for f in files) for files in _TOKENIZER_FILE_SETS) or any(
-        p.suffix == _SENTENCEPIECE_SUFFIX for p in folder.iterdir()
-    )
-    if not has_tokenizer:
-        problems.append(
-            "tokenizer files (tokenizer.json, or vocab.txt, or vocab.json + merges.txt, or a *.model)"
-        )
-    if problems:
-        raise CheckpointError(f"{folder}: incomplete text-encoder folder; missing: " + "; ".join(problems))
-    return folder
-
-
-def load_text_encoder_folder(
-    path: str | Path, **model_kwargs: Any
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load ``(AutoModel, AutoTokenizer)`` from a local transformers folder (Bio_ClinicalBERT in the paper).
-
-    Checks the folder first. Tensors of the wrong shape and missing tensors (other than the unused
-    ``pooler``) raise ``CheckpointError`` listing them, instead of being silently re-initialised.
-    ``model_kwargs`` go to ``AutoModel.from_pretrained`` (e.g. ``attn_implementation="sdpa"``).
-    """
-    from transformers import AutoModel, AutoTokenizer
-
-    folder = check_text_encoder_folder(path)
-    try:
-        model, info = AutoModel.from_pretrained(
-            str(folder),
-            local_files_only=True,
-            output_loading_info=True,
-            ignore_mismatched_sizes=True,
-            **model_kwargs,
-        )
-    except (OSError, ValueError, RuntimeError, KeyError) as e:
-        raise CheckpointError(f"{folder}: cannot load the text encoder: {e}") from e
-    wrong = [
-        f"  {name}: expected {_shape(want)}, got {_shape(got)}" for name, got, want in info["mismatched_keys"]
-    ]
-    missing = sorted(
-        k for k in info["missing_keys"] if not k.startswith("pooler.") and "position_ids" not in k
-    )
-    if wrong or missing:
-        parts = [f"{folder}: the weights do not fit {type(model).__name__} built from config.json"]
-        if wrong:
-            parts.append(f"{len(wrong)} tensor(s) with the wrong shape:\n" + "\n".join(sorted(wrong)))
-        if missing:
-            parts.append(f"{len(missing)} missing tensor(s):\n" + "\n".join(f"  {n}" for n in missing))
-        raise CheckpointError("\n".join(parts))
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    except (OSError, ValueError, KeyError) as e:
-        raise CheckpointError(f"{folder}: cannot load the tokenizer: {e}") from e
-    return model, tokenizer
-
-
-# The masked-LM head of a ``BertForPreTraining`` / ``BertForMaskedLM`` checkpoint (Bio_ClinicalBERT ships
-# one), as the answer decoder names it. The output matrix is tied to the word embeddings in both.
-_MLM_HEAD_KEYS = {
-    "cls.predictions.transform.dense.weight": "head_transform.weight",
-    "cls.predictions.transform.dense.bias": "head_transform.bias",
-    "cls.predictions.transform.LayerNorm.weight": "head_norm.weight",
-    "cls.predictions.transform.LayerNorm.bias": "head_norm.bias",
-    "cls.predictions.bias": "head_bias",
-}
-_LEGACY_LN = {"gamma": "weight", "beta": "bias"}  # names of TF-converted BERT checkpoints
-
-
-def _mlm_key(name: str) -> str:
-    name = re.sub(r"^(bert\.|model\.)", "", name)
-    name = re.sub(r"LayerNorm\.(gamma|beta)$", lambda m: "LayerNorm." + _LEGACY_LN[m.group(1)], name)
-    return "cls.predictions.bias" if name == "cls.predictions.decoder.bias" else name
-
-
-def load_bert_mlm_head(path: str | Path) -> dict[str, Tensor]:
-    """The MLM-head tensors of a BERT folder under the answer decoder's names (``head_transform.*``,
-    ``head_norm.*``, ``head_bias``), or ``{}`` when the checkpoint has no MLM head (a plain ``BertModel``).
-
-    ``BertLMHeadModel.from_pretrained`` (the published decoder) starts its LM head from these tensors;
-    without them the decoder's head transform would start random. A head with some tensors but not all
-    is an error naming the missing ones.
-    """
-    folder = Path(path)
-    weight_file = _hf_weight_file(folder)
-
-    def select(names: list[str]) -> list[str]:
-        return [n for n in names if _mlm_key(n) in _MLM_HEAD_KEYS]
-
-    found = {_MLM_HEAD_KEYS[_mlm_key(k)]: v for k, v in _read_hf_weights(weight_file, select).items()}
-    if not found:
-        return {}
-    missing = sorted(set(_MLM_HEAD_KEYS.values()) - set(found))
-    if missing:
-        raise CheckpointError(f"{weight_file}: the masked-LM head is incomplete; missing the tensors for "
-                              f"{', '.join(missing)}")
-    return found
