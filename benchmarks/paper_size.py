@@ -148,8 +148,7 @@ def paper_overrides(files: PaperFiles) -> list[str]:
 
 def load_paper_config(name: str, files: PaperFiles, extra: list[str] = ()) -> Any:
     """``configs/paper/<name>.yaml`` pointed at ``files``; pre-training and fine-tuning configs alike."""
-    from amif.config import load_config
-    from amif.config_pretrain import PretrainConfig
+    from amif_train.config import PretrainConfig, load_config
 
     overrides = paper_overrides(files) + list(extra)
     if name.startswith("pretrain"):

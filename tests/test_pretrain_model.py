@@ -10,9 +10,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from amif.config import load_config
-from amif.config_pretrain import LossConfig, PretrainConfig
 from amif.errors import CheckpointError, ConfigError
+from amif.losses.config import LossConfig
 from amif.models.pretrain import (
     LOSS_NAMES,
     AMiFPretrainModel,
@@ -21,6 +20,7 @@ from amif.models.pretrain import (
     wpa_text_mask,
 )
 from amif.models.vqa import AMiFVQA
+from amif_train.config import PretrainConfig, load_config
 from amif_train.optim import param_groups
 
 from helpers import MICRO, TINY_CONFIG

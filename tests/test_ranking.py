@@ -4,9 +4,9 @@ GCA prior cache, image grouping and single fused validation pass that feed it.""
 import pytest
 import torch
 
-from amif.config import load_config
 from amif.models.ranking import rank_candidates
 from amif.models.vqa import AMiFVQA
+from amif_train.config import load_config
 
 from helpers import MICRO, TINY_CONFIG, make_shapes_dataset
 
@@ -211,11 +211,11 @@ def test_prior_cache_follows_vocabulary_mode_weights_and_dtype():
 
 
 def test_validation_fuses_once_for_loss_and_ranking(monkeypatch):
-    from amif.config import RunConfig
+    from amif_train.config import FinetuneRunConfig
     from amif_train.vqa_module import VQAModule
 
     model = build()
-    module = VQAModule(model, RunConfig())
+    module = VQAModule(model, FinetuneRunConfig())
     monkeypatch.setattr(module, "log", lambda *a, **kw: None)
     px, _, _ = _inputs(model)
     batch = {"pixel_values": px, "question": list(QUESTIONS), "answer": ["yes", "left", "brain"],

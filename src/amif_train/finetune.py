@@ -16,7 +16,6 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
-from amif.config import ExperimentConfig, resolve_batch_size
 from amif.data.records import load_split, split_file
 from amif.data.transforms import build_eval_transform, build_train_transform
 from amif.data.vqa_dataset import VQADataset, collate_vqa
@@ -34,6 +33,7 @@ from amif_train.checkpointing import (
     prune_checkpoints,
     write_model_folder,
 )
+from amif_train.config import FinetuneConfig, resolve_batch_size
 from amif_train.reporting import format_table, write_results
 from amif_train.resume import EpochSampler, KeyedItems, ResumeState, resumable_fit
 from amif_train.run_info import csv_log_version, write_run_info
@@ -42,7 +42,7 @@ from amif_train.vqa_module import VQAModule
 log = logging.getLogger("amif")
 
 
-def build_datasets(cfg: ExperimentConfig, image_size: int) -> dict[str, Any]:
+def build_datasets(cfg: FinetuneConfig, image_size: int) -> dict[str, Any]:
     """Records, answer lists and datasets of the three splits, as the protocol prescribes."""
     root = Path(cfg.data.root)
     d = cfg.data
@@ -104,7 +104,7 @@ def _is_global_zero() -> bool:
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0
 
 
-def run_finetune(cfg: ExperimentConfig, *, resume: bool = False, model: AMiFVQA | None = None,
+def run_finetune(cfg: FinetuneConfig, *, resume: bool = False, model: AMiFVQA | None = None,
                  callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
     """Fine-tune, select on validation, save the selected model and evaluate it on the test split.
 

@@ -9,14 +9,14 @@ import lightning as L
 import torch
 
 from amif.answers import normalize_answer
-from amif.config import RunConfig
 from amif.metrics import VQAAccuracy
 from amif.models.coattention import enable_activation_checkpointing
 from amif.models.vqa import AMiFVQA
+from amif_train.config import FinetuneRunConfig
 from amif_train.optim import adamw, param_groups, warmup_cosine
 
 
-def pretrained_prefixes(model: AMiFVQA, run: RunConfig) -> tuple[str, ...]:
+def pretrained_prefixes(model: AMiFVQA, run: FinetuneRunConfig) -> tuple[str, ...]:
     """Modules that start from pretrained weights (they get ``run.lr``; the others ``run.lr_new_modules``).
 
     The text encoder and the decoder copy pretrained text weights; the image encoder only when it was
@@ -32,7 +32,7 @@ def pretrained_prefixes(model: AMiFVQA, run: RunConfig) -> tuple[str, ...]:
 
 
 class VQAModule(L.LightningModule):
-    def __init__(self, model: AMiFVQA, run: RunConfig, question_types: Sequence[str] = ()):
+    def __init__(self, model: AMiFVQA, run: FinetuneRunConfig, question_types: Sequence[str] = ()):
         super().__init__()
         self.model = model
         self.run = run

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
-from amif.config import ImageEncoderConfig
+from amif.models.config import ImageEncoderConfig
 
 
 def vision_config(cfg: ImageEncoderConfig) -> CLIPVisionConfig:

@@ -32,8 +32,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoTokenizer, CLIPVisionConfig, PreTrainedTokenizerBase
 
-from amif.config import ModelConfig, from_dict, to_dict
-from amif.config_pretrain import LossConfig
+from amif.configuration import from_dict, to_dict
 from amif.distributed import gather_no_grad, gather_with_grad, positive_index, world_info
 from amif.errors import CheckpointError
 from amif.losses import (
@@ -45,7 +44,9 @@ from amif.losses import (
     text_text_loss,
     wpa_loss,
 )
+from amif.losses.config import LossConfig
 from amif.models.coattention import CoAttentionFusion
+from amif.models.config import ModelConfig
 from amif.models.image_encoder import ImageEncoder
 from amif.models.text_encoder import TextEncoder, load_tokenizer
 from amif.safe_io import load_safetensors

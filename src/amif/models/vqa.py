@@ -19,10 +19,11 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers import AutoConfig, AutoTokenizer, CLIPVisionConfig, PreTrainedTokenizerBase
 
-from amif.config import ModelConfig, from_dict, to_dict
+from amif.configuration import from_dict, to_dict
 from amif.errors import CheckpointError
 from amif.models.answer_decoder import AnswerDecoder
 from amif.models.coattention import CoAttentionFusion
+from amif.models.config import ModelConfig
 from amif.models.gated_cross_attention import GatedCrossAttention
 from amif.models.image_encoder import ImageEncoder
 from amif.models.ranking import RankedAnswers, rank_candidates
