@@ -159,7 +159,7 @@ def load_paper_config(name: str, files: PaperFiles, extra: list[str] = ()) -> An
 def pretrain_batch(model: Any, teacher: Any, batch_size: int, *, seed: int = 0,
                    caption_words: int = 40) -> dict[str, Any]:
     """A collated pre-training batch of random images and captions, with the teacher's views."""
-    from amif.models.pretrain import PretrainCollate
+    from amif.data.collate import PretrainCollate
 
     g = torch.Generator().manual_seed(seed)
     size = model.image_encoder.image_size

@@ -10,15 +10,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from amif.data.collate import PretrainCollate, caption_key
 from amif.errors import CheckpointError, ConfigError
 from amif.losses.config import LossConfig
-from amif.models.pretrain import (
-    LOSS_NAMES,
-    AMiFPretrainModel,
-    PretrainCollate,
-    caption_key,
-    wpa_text_mask,
-)
+from amif.models.pretrain import LOSS_NAMES, AMiFPretrainModel, wpa_text_mask
 from amif.models.vqa import AMiFVQA
 from amif_train.config import PretrainConfig, load_config
 from amif_train.optim import param_groups

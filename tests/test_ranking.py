@@ -63,9 +63,10 @@ def test_one_image_shared_by_a_batch_of_questions_is_encoded_once():
 
 
 def test_collate_groups_identical_images_and_evaluation_encodes_each_once(tmp_path, monkeypatch):
+    from amif.data.collate import collate_vqa
     from amif.data.records import load_split
     from amif.data.transforms import build_eval_transform, build_train_transform
-    from amif.data.vqa_dataset import VQADataset, collate_vqa
+    from amif.data.vqa_dataset import VQADataset
     from amif.evaluation import evaluate_dataset
 
     root = make_shapes_dataset(tmp_path / "d", n_images=6)
@@ -221,6 +222,8 @@ def test_validation_fuses_once_for_loss_and_ranking(monkeypatch):
     batch = {"pixel_values": px, "question": list(QUESTIONS), "answer": ["yes", "left", "brain"],
              "answer_type": ["CLOSED", "OPEN", "OPEN"], "question_type": ["modality", "position", "organ"],
              "image_index": torch.tensor([0, 1, 1])}
+    batch["question_ids"], batch["question_mask"] = model.tokenize_questions(batch["question"])
+    batch["answer_ids"], batch["answer_mask"] = model.tokenize_answers(batch["answer"])
     fuse, calls = model.fuse, []
     monkeypatch.setattr(model, "fuse", lambda *a, **kw: calls.append(1) or fuse(*a, **kw))
     with torch.no_grad():

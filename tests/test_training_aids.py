@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from amif.data.collate import collate_vqa
 from amif.data.records import load_split
 from amif.data.transforms import build_eval_transform
-from amif.data.vqa_dataset import VQADataset, collate_vqa
+from amif.data.vqa_dataset import VQADataset
 from amif.errors import ConfigError
 from amif.models.answer_decoder import AnswerDecoder
 from amif.models.attention import MultiHeadAttention
@@ -314,7 +315,11 @@ def test_training_targets_are_the_normalised_answers():
     cfg = load_config(TINY_CONFIG, MICRO + ["model.decoder.output_vocabulary=answers"]).model
     model = AMiFVQA(cfg, ["xray", "ct", "yes", "no"], ["xray", "ct", "yes", "no"])
     module = VQAModule(model, FinetuneRunConfig())
-    toks = module._tokenize({"question": ["what modality is this?", "is it normal?"], "answer": ["X-Ray", "No."]})
+    items = [{"pixel_values": torch.zeros(3, 32, 32), "image": None, "question": q, "answer": a, "qid": str(i),
+              "answer_type": "OPEN", "question_type": ""}
+             for i, (q, a) in enumerate([("what modality is this?", "X-Ray"), ("is it normal?", "No.")])]
+    batch = module.on_before_batch_transfer(model.collate()(items), 0)  # the host-side target check passes
+    toks = module._tokens(batch)
     cand = dict(zip(model.answer_candidates, model.candidate_ids.tolist()))
     assert toks["answer_ids"][0, : toks["answer_mask"][0].sum()].tolist() == [t for t in cand["xray"] if t]
     assert toks["answer_ids"][1, : toks["answer_mask"][1].sum()].tolist() == [t for t in cand["no"] if t]

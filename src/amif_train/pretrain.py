@@ -25,11 +25,12 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from amif.data.collate import PretrainCollate
 from amif.data.config import CorpusConfig
 from amif.data.pretrain_corpora import PretrainDataset, SkipReport, read_corpus
 from amif.data.transforms import build_eval_transform, build_pretrain_transform, build_teacher_transform
 from amif.errors import ConfigError
-from amif.models.pretrain import AMiFPretrainModel, PretrainCollate
+from amif.models.pretrain import AMiFPretrainModel
 from amif.safe_io import atomic_write_text
 from amif.teachers import CaptionSimilarityTeacher, MemoCaptionTeacher, Teacher, load_teacher
 from amif_train.callbacks import progress_bar

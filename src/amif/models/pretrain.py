@@ -19,7 +19,6 @@ CLS tokens; the same projections feed the co-attention layers. In stage >= 1 the
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,9 +54,7 @@ from amif.weights.checks import check_state_dict
 __all__ = [
     "AMiFPretrainModel",
     "LOSS_NAMES",
-    "PretrainCollate",
     "TEMPERATURES",
-    "caption_key",
     "wpa_text_mask",
 ]
 
@@ -68,49 +65,6 @@ LOSS_NAMES = ("itgc", "imvc", "utgc", "wpa", "itm")
 TEMPERATURES = ("temperature_itc", "temperature_imv", "temperature_utt")
 
 TeacherEmbeddings = tuple[Tensor, Tensor, Tensor]
-
-
-def caption_key(caption: str) -> int:
-    """A stable signed 64-bit key of a caption (equal captions, equal keys; same on every process)."""
-    return int.from_bytes(hashlib.blake2b(caption.encode("utf-8"), digest_size=8).digest(), "little", signed=True)
-
-
-class PretrainCollate:
-    """Collate :class:`~amif.data.pretrain_corpora.PretrainDataset` items into a pre-training batch.
-
-    Stacks ``image1``/``image2`` (and ``teacher_image1``/``teacher_image2`` when present), tokenises the
-    cleaned captions (``[CLS] ... [SEP]``, at most ``max_length`` tokens, padded to the longest) into
-    ``input_ids``/``attention_mask``, and keeps ``caption``, ``id``, ``id2``, ``corpus`` (lists), ``index``,
-    ``caption_key`` (LongTensors; equal captions have equal keys, for retrieval positives and for
-    keeping duplicates out of the hard negatives) and ``study_key`` (equal for the views of one study of
-    one corpus).
-    """
-
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int = 120) -> None:
-        self.tokenizer = tokenizer
-        self.max_length = max_length
-
-    def __call__(self, items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        if not items:
-            raise ValueError("empty batch")
-        out: dict[str, Any] = {}
-        for key in ("image1", "image2", "teacher_image1", "teacher_image2"):
-            if key in items[0]:
-                out[key] = torch.stack([it[key] for it in items])
-        captions = [str(it["caption"]) for it in items]
-        enc = self.tokenizer(captions, padding="longest", truncation=True, max_length=self.max_length,
-                             return_tensors="pt")
-        out["input_ids"] = enc["input_ids"]
-        out["attention_mask"] = enc["attention_mask"]
-        out["caption"] = captions
-        out["id"] = [str(it.get("id", i)) for i, it in enumerate(items)]
-        out["id2"] = [str(it.get("id2", it.get("id", i))) for i, it in enumerate(items)]
-        out["index"] = torch.tensor([int(it.get("index", i)) for i, it in enumerate(items)], dtype=torch.long)
-        out["caption_key"] = torch.tensor([caption_key(c) for c in captions], dtype=torch.long)
-        out["corpus"] = [str(it.get("corpus", "")) for it in items]
-        studies = [f"{c}\x1f{it.get('study_id', it.get('id', i))}" for i, (c, it) in enumerate(zip(out["corpus"], items))]
-        out["study_key"] = torch.tensor([caption_key(k) for k in studies], dtype=torch.long)
-        return out
 
 
 def wpa_text_mask(attention_mask: Tensor) -> Tensor:

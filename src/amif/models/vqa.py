@@ -20,6 +20,7 @@ from torch import nn
 from transformers import AutoConfig, AutoTokenizer, CLIPVisionConfig, PreTrainedTokenizerBase
 
 from amif.configuration import from_dict, to_dict
+from amif.data.collate import VQACollate, tokenize
 from amif.errors import CheckpointError
 from amif.models.answer_decoder import AnswerDecoder
 from amif.models.coattention import CoAttentionFusion
@@ -182,18 +183,16 @@ class AMiFVQA(nn.Module):
         self._restrict_output()
 
     def tokenize_questions(self, questions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        enc = self.tokenizer(
-            list(questions), padding="longest", truncation=True,
-            max_length=self.cfg.text_encoder.max_length, return_tensors="pt",
-        )
-        return enc["input_ids"], enc["attention_mask"]
+        """Token ids and mask of (normalised) questions, as :meth:`collate` gives them."""
+        return tokenize(self.tokenizer, questions, self.cfg.text_encoder.max_length)
 
     def tokenize_answers(self, answers: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        enc = self.tokenizer(
-            list(answers), padding="longest", truncation=True,
-            max_length=self.cfg.decoder.max_answer_length, return_tensors="pt",
-        )
-        return enc["input_ids"], enc["attention_mask"]
+        """Token ids and mask of (normalised) answers, as :meth:`collate` gives them."""
+        return tokenize(self.tokenizer, answers, self.cfg.decoder.max_answer_length)
+
+    def collate(self) -> VQACollate:
+        """The DataLoader collate that tokenises questions and answers for this model (in the workers)."""
+        return VQACollate(self.tokenizer, self.cfg.text_encoder.max_length, self.cfg.decoder.max_answer_length)
 
     # ------------------------------------------------------------------ forward passes
     def fuse(
