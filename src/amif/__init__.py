@@ -103,22 +103,19 @@ def create_model(
 def load_model(folder: str | Path, map_location: str | torch.device = "cpu") -> AMiFVQA | AMiFPretrainModel:
     """A trained model from ``folder``: a VQA model folder (``amif finetune``'s ``OUTPUT/model``), a
     fine-tuning run folder holding one (``OUTPUT``), or a pre-training model folder
-    (:class:`~amif.models.pretrain.AMiFPretrainModel`). Weights are read from safetensors only."""
-    from amif.errors import CheckpointError
+    (:class:`~amif.models.pretrain.AMiFPretrainModel`). Weights are read from safetensors only; a
+    folder that is none of these is a :class:`~amif.errors.CheckpointError` naming what is missing."""
     from amif.models.pretrain import CONFIG as PRETRAIN_CONFIG
     from amif.models.vqa import META, AMiFVQA
 
     folder = Path(folder)
     if (folder / "model" / META).is_file() and not (folder / META).is_file():
         folder = folder / "model"
-    if (folder / META).is_file():
-        return AMiFVQA.from_pretrained(folder, map_location=map_location)
-    if (folder / PRETRAIN_CONFIG).is_file():
+    if (folder / PRETRAIN_CONFIG).is_file() and not (folder / META).is_file():
         from amif.models.pretrain import AMiFPretrainModel
 
         return AMiFPretrainModel.load(folder, map_location=map_location)
-    raise CheckpointError(f"{folder}: not an amif model folder (no {META} or {PRETRAIN_CONFIG}, "
-                          f"and no model/{META} inside)")
+    return AMiFVQA.from_pretrained(folder, map_location=map_location)  # its errors name what is missing
 
 
 def __getattr__(name: str) -> Any:

@@ -33,8 +33,11 @@ def test_load_model_from_a_model_folder_or_its_run_folder(tmp_path):
     assert direct.answer_candidates[:2] == ["yes", "no"]
     predictor = amif.VQAPredictor(direct)
     assert len(predictor.answer(Image.new("RGB", (40, 40)), "is it normal?", top_k=2)) == 2
-    with pytest.raises(CheckpointError, match=r"^.*empty: not an amif model folder"):
+    with pytest.raises(CheckpointError, match=r"^model folder not found: .*empty$"):
         amif.load_model(tmp_path / "empty")
+    (tmp_path / "half").mkdir()
+    with pytest.raises(CheckpointError, match=r"^model folder .*half is incomplete: missing amif_model.json"):
+        amif.VQAPredictor.from_pretrained(tmp_path / "half")
     with pytest.raises(AttributeError):
         amif.NoSuchThing  # noqa: B018
 
