@@ -2,8 +2,8 @@
 
 The encoders and the co-attention fusion are the same classes, under the same attribute names, as in
 :class:`amif.models.vqa.AMiFVQA`, so a saved pre-training folder initialises a VQA model through
-``AMiFVQA.load_encoder_weights``. Losses (spec 2.3 with the fixes of spec 5.6 / 6), per local batch of
-``B`` pairs and ``N = world_size * B`` gathered pairs:
+``AMiFVQA.load_encoder_weights``. Losses (docs/method.md, "Pre-training stages and total loss"), per
+local batch of ``B`` pairs and ``N = world_size * B`` gathered pairs:
 
 * ``itgc``: image-text soft-label contrastive loss, both directions;
 * ``imvc``: view 1 vs view 2 image-image contrastive loss, both directions;
@@ -14,7 +14,9 @@ The encoders and the co-attention fusion are the same classes, under the same at
   image and one hard-negative image per text, drawn from the whole gathered batch.
 
 Global features are the L2-normalised projections (``fusion.image_proj`` / ``fusion.text_proj``) of the
-CLS tokens; the same projections feed the co-attention layers. In stage >= 1 the encoders are frozen.
+pooled tokens (CLS by default, ``losses.image_pooling`` / ``text_pooling``); the same projections feed the
+co-attention layers. In stage >= 1 the encoders are frozen. Captions arrive tokenised
+(:class:`amif.data.collate.PretrainCollate`, in the DataLoader workers).
 """
 
 from __future__ import annotations
@@ -192,8 +194,8 @@ class AMiFPretrainModel(nn.Module):
 
     def cache_frozen_text(self, enabled: bool = True) -> None:
         """Keep the frozen text encoder's output tokens of every caption in memory, so each caption is
-        encoded once per run instead of once per step (same losses; ~0.1 s of a 0.55 s step of the demo's
-        stage 0 on one CPU core). Only for corpora whose token features fit in memory."""
+        encoded once per run instead of once per step (same losses). Only for corpora whose token features
+        fit in memory."""
         self._text_cache = {} if enabled else None
 
     def _text_tokens(self, ids: Tensor, mask: Tensor, keys: Tensor | None, grad: bool) -> Tensor:
