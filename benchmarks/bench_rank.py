@@ -33,9 +33,9 @@ from pathlib import Path
 
 import torch
 
-from amif.config import load_config
 from amif.models.text_encoder import load_tokenizer
 from amif.models.vqa import AMiFVQA
+from amif_train.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_RANDOM = [

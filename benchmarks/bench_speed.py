@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from amif.config import load_config
 from amif.models.image_encoder import ImageEncoder
 from amif.models.vqa import AMiFVQA
+from amif_train.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 from amif.answers import exact_match, normalize_answer
-from amif.config import load_config
 from amif.models.vqa import AMiFVQA
+from amif_train.config import load_config
 from amif_train.finetune import build_datasets
 from amif_train.optim import adamw, param_groups, warmup_cosine
 from amif_train.vqa_module import pretrained_prefixes

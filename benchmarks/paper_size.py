@@ -148,8 +148,7 @@ def paper_overrides(files: PaperFiles) -> list[str]:
 
 def load_paper_config(name: str, files: PaperFiles, extra: list[str] = ()) -> Any:
     """``configs/paper/<name>.yaml`` pointed at ``files``; pre-training and fine-tuning configs alike."""
-    from amif.config import load_config
-    from amif.config_pretrain import PretrainConfig
+    from amif_train.config import PretrainConfig, load_config
 
     overrides = paper_overrides(files) + list(extra)
     if name.startswith("pretrain"):
@@ -160,7 +159,7 @@ def load_paper_config(name: str, files: PaperFiles, extra: list[str] = ()) -> An
 def pretrain_batch(model: Any, teacher: Any, batch_size: int, *, seed: int = 0,
                    caption_words: int = 40) -> dict[str, Any]:
     """A collated pre-training batch of random images and captions, with the teacher's views."""
-    from amif.models.pretrain import PretrainCollate
+    from amif.data.collate import PretrainCollate
 
     g = torch.Generator().manual_seed(seed)
     size = model.image_encoder.image_size

@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from amif.config import ImageEncoderConfig
 from amif.data.images import load_image
 from amif.data.transforms import build_eval_transform
+from amif.models.config import ImageEncoderConfig
 from amif.models.image_encoder import ImageEncoder
 
 

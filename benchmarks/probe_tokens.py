@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from amif.config import load_config
 from amif.data.images import load_image
 from amif.data.transforms import build_eval_transform
 from amif.models.image_encoder import ImageEncoder
+from amif_train.config import load_config
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo" / "finetune.yaml"
 

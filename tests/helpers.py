@@ -84,8 +84,8 @@ def save_micro_model(folder: Path, seed: int = 0) -> Path:
     """A randomly initialised micro AMiF (32 px, 4 x 4 patches) saved as a model folder."""
     import torch
 
-    from amif.config import load_config
     from amif.models.vqa import AMiFVQA
+    from amif_train.config import load_config
 
     torch.manual_seed(seed)
     cfg = load_config(TINY_CONFIG, MICRO).model

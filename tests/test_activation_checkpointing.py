@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from amif.config import load_config
-from amif.config_pretrain import LossConfig
+from amif.losses.config import LossConfig
 from amif.models.coattention import enable_activation_checkpointing
 from amif.models.pretrain import AMiFPretrainModel
+from amif_train.config import load_config
 
 from helpers import MICRO, TINY_CONFIG
 

@@ -3,10 +3,10 @@
 import torch
 import torch.nn.functional as F
 
-from amif.config import FusionConfig
 from amif.models.answer_decoder import AnswerDecoder
 from amif.models.attention import MultiHeadAttention
 from amif.models.coattention import CoAttentionFusion
+from amif.models.config import FusionConfig
 
 
 def _float_mask_attention(attn, x, context, key_mask, causal):

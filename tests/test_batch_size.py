@@ -2,9 +2,15 @@
 
 import pytest
 
-from amif.config import RunConfig, count_devices, load_config, per_device_batch_size
-from amif.config_pretrain import PretrainConfig, PretrainRunConfig
 from amif.errors import ConfigError
+from amif_train.config import (
+    PretrainConfig,
+    PretrainRunConfig,
+    RunConfig,
+    count_devices,
+    load_config,
+    per_device_batch_size,
+)
 
 from helpers import TINY_CONFIG
 

@@ -2,15 +2,16 @@
 
 import pytest
 
-from amif.config import ExperimentConfig, load_config, save_config
+from amif.configuration import save_config
 from amif.errors import ConfigError
+from amif_train.config import FinetuneConfig, load_config
 
 from helpers import TINY_CONFIG
 
 
 def test_tiny_config_loads_with_overrides():
     cfg = load_config(TINY_CONFIG, ["run.max_epochs=3", "model.gca.enabled=false", "run.betas=[0.9, 0.95]"])
-    assert isinstance(cfg, ExperimentConfig)
+    assert isinstance(cfg, FinetuneConfig)
     assert cfg.run.max_epochs == 3 and cfg.model.gca.enabled is False and cfg.run.betas == (0.9, 0.95)
     assert cfg.model.text_encoder.path == "minilm"
 

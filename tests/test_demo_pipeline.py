@@ -150,8 +150,8 @@ def test_demo_pipeline_end_to_end(tmp_path, capsys):
 
 def test_background_finetune_reraises_the_runs_error(tmp_path):
     """A failing run in the second process surfaces in the parent, with the file named."""
-    from amif.config import load_config
     from amif_train.background import start_finetune
+    from amif_train.config import load_config
 
     cfg = load_config(demo.FINETUNE_CONFIG, [f"data.root={tmp_path / 'missing'}",
                                              f"run.output_dir={tmp_path / 'run'}"])

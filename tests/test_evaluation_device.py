@@ -5,10 +5,10 @@ import torch
 import yaml
 
 import amif_train.finetune as finetune
-from amif.config import load_config
 from amif.errors import ConfigError
 from amif.evaluation import autocast_dtype_for, resolve_device
 from amif.inference import VQAPredictor
+from amif_train.config import load_config
 
 from helpers import MICRO, TINY_CONFIG, make_shapes_dataset
 

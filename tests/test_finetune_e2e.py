@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from amif.config import load_config
+from amif_train.config import load_config
 from amif_train.finetune import run_finetune
 
 from helpers import MICRO, TINY_CONFIG, make_shapes_dataset

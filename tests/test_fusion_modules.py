@@ -2,10 +2,10 @@
 
 import torch
 
-from amif.config import FusionConfig
 from amif.models.answer_decoder import AnswerDecoder
 from amif.models.attention import MultiHeadAttention
 from amif.models.coattention import CoAttentionFusion
+from amif.models.config import FusionConfig
 from amif.models.gated_cross_attention import GatedCrossAttention
 
 

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import CSVLogger
 
 import amif.models.pretrain as pretrain_mod
-from amif.config import load_config
-from amif.config_pretrain import LossConfig, PretrainRunConfig
+from amif.losses.config import LossConfig
 from amif.models.pretrain import AMiFPretrainModel
+from amif_train.config import PretrainRunConfig, load_config
 from amif_train.pretrain_module import PretrainModule
 
 from helpers import MICRO, TINY_CONFIG

@@ -6,10 +6,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import BertConfig, BertForPreTraining, BertModel
 
-from amif.config import load_config
 from amif.errors import CheckpointError
-from amif.models.pretrained import load_bert_mlm_head
 from amif.models.vqa import AMiFVQA
+from amif.weights import load_bert_mlm_head
+from amif_train.config import load_config
 
 from helpers import MICRO, TINY_CONFIG
 

@@ -6,8 +6,8 @@ import shutil
 import torch
 from transformers import BertConfig, BertModel, CLIPVisionConfig, CLIPVisionModel
 
-from amif.config import load_config
 from amif.models.vqa import AMiFVQA
+from amif_train.config import load_config
 
 from helpers import MICRO, TINY_CONFIG
 

@@ -19,10 +19,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from amif.config import load_config
-from amif.config_pretrain import LossConfig
 from amif.distributed import world_info
+from amif.losses.config import LossConfig
 from amif.models.pretrain import AMiFPretrainModel
+from amif_train.config import load_config
 
 from helpers import MICRO, TINY_CONFIG
 

@@ -15,12 +15,11 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from amif.config import load_config
-from amif.config_pretrain import PretrainConfig
 from amif.data.records import CaptionRecord, write_records
 from amif.errors import DataError
 from amif.models.pretrain import AMiFPretrainModel
 from amif_train.cli import main as cli_main
+from amif_train.config import PretrainConfig, load_config
 from amif_train.pretrain import run_pretrain
 
 from helpers import MICRO, write_tiny_clip

@@ -10,17 +10,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from amif.config import load_config
-from amif.config_pretrain import LossConfig, PretrainConfig
+from amif.data.collate import PretrainCollate, caption_key
 from amif.errors import CheckpointError, ConfigError
-from amif.models.pretrain import (
-    LOSS_NAMES,
-    AMiFPretrainModel,
-    PretrainCollate,
-    caption_key,
-    wpa_text_mask,
-)
+from amif.losses.config import LossConfig
+from amif.models.pretrain import LOSS_NAMES, AMiFPretrainModel, wpa_text_mask
 from amif.models.vqa import AMiFVQA
+from amif_train.config import PretrainConfig, load_config
 from amif_train.optim import param_groups
 
 from helpers import MICRO, TINY_CONFIG

@@ -1,4 +1,4 @@
-"""Loading pretrained encoder weights from local folders (amif.models.pretrained).
+"""Loading pretrained encoder weights from local folders (amif.weights).
 
 Small checkpoints are written in the real formats: transformers folders (``save_pretrained``, sharded, and
 the older ``pytorch_model.bin`` with ``vision_model.`` keys), and the OpenAI CLIP layout as a TorchScript
@@ -28,7 +28,7 @@ from transformers import (
 )
 
 from amif.errors import CheckpointError, ConfigError
-from amif.models.pretrained import (
+from amif.weights import (
     check_state_dict,
     check_text_encoder_folder,
     load_clip_vision,

@@ -2,9 +2,9 @@
 
 import json
 
-from amif.config import load_config
 from amif.data.prepare import prepare_dataset
 from amif.models.vqa import AMiFVQA
+from amif_train.config import load_config
 from amif_train.finetune import run_finetune
 
 from fixtures_official import build_slake

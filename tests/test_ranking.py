@@ -4,9 +4,9 @@ GCA prior cache, image grouping and single fused validation pass that feed it.""
 import pytest
 import torch
 
-from amif.config import load_config
 from amif.models.ranking import rank_candidates
 from amif.models.vqa import AMiFVQA
+from amif_train.config import load_config
 
 from helpers import MICRO, TINY_CONFIG, make_shapes_dataset
 
@@ -63,9 +63,10 @@ def test_one_image_shared_by_a_batch_of_questions_is_encoded_once():
 
 
 def test_collate_groups_identical_images_and_evaluation_encodes_each_once(tmp_path, monkeypatch):
+    from amif.data.collate import collate_vqa
     from amif.data.records import load_split
     from amif.data.transforms import build_eval_transform, build_train_transform
-    from amif.data.vqa_dataset import VQADataset, collate_vqa
+    from amif.data.vqa_dataset import VQADataset
     from amif.evaluation import evaluate_dataset
 
     root = make_shapes_dataset(tmp_path / "d", n_images=6)
@@ -211,16 +212,18 @@ def test_prior_cache_follows_vocabulary_mode_weights_and_dtype():
 
 
 def test_validation_fuses_once_for_loss_and_ranking(monkeypatch):
-    from amif.config import RunConfig
+    from amif_train.config import FinetuneRunConfig
     from amif_train.vqa_module import VQAModule
 
     model = build()
-    module = VQAModule(model, RunConfig())
+    module = VQAModule(model, FinetuneRunConfig())
     monkeypatch.setattr(module, "log", lambda *a, **kw: None)
     px, _, _ = _inputs(model)
     batch = {"pixel_values": px, "question": list(QUESTIONS), "answer": ["yes", "left", "brain"],
              "answer_type": ["CLOSED", "OPEN", "OPEN"], "question_type": ["modality", "position", "organ"],
              "image_index": torch.tensor([0, 1, 1])}
+    batch["question_ids"], batch["question_mask"] = model.tokenize_questions(batch["question"])
+    batch["answer_ids"], batch["answer_mask"] = model.tokenize_answers(batch["answer"])
     fuse, calls = model.fuse, []
     monkeypatch.setattr(model, "fuse", lambda *a, **kw: calls.append(1) or fuse(*a, **kw))
     with torch.no_grad():

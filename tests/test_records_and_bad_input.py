@@ -84,8 +84,8 @@ def test_protocols_choose_vocabulary_and_candidates(tmp_path):
 
 
 def test_answer_absent_from_candidates_is_counted_wrong(tmp_path):
-    from amif.config import load_config
     from amif.models.vqa import AMiFVQA
+    from amif_train.config import load_config
 
     from helpers import MICRO, TINY_CONFIG
 

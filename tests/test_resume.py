@@ -19,8 +19,7 @@ import lightning as L
 import torch
 from safetensors.torch import load_file
 
-from amif.config import load_config
-from amif.config_pretrain import PretrainConfig
+from amif_train.config import PretrainConfig, load_config
 from amif_train.finetune import run_finetune
 from amif_train.pretrain import run_pretrain
 from amif_train.resume import EpochSampler, KeyedItems, rng_states, set_rng_states

@@ -16,11 +16,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from amif.config import load_config
-from amif.config_pretrain import PretrainConfig
 from amif.data.records import CaptionRecord, read_caption_records, write_records
 from amif.errors import DataError
 from amif_train.cli import main as cli_main
+from amif_train.config import PretrainConfig, load_config
 from amif_train.pretrain import run_pretrain
 from biomedclip_fixture import write_biomedclip
 from test_pretrain_e2e import make_caption_dataset

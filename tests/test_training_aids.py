@@ -7,16 +7,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from amif.config import ConfigError, ImageEncoderConfig, load_config
+from amif.data.collate import collate_vqa
 from amif.data.records import load_split
 from amif.data.transforms import build_eval_transform
-from amif.data.vqa_dataset import VQADataset, collate_vqa
+from amif.data.vqa_dataset import VQADataset
+from amif.errors import ConfigError
 from amif.models.answer_decoder import AnswerDecoder
 from amif.models.attention import MultiHeadAttention
 from amif.models.coattention import CoAttentionFusion
+from amif.models.config import ImageEncoderConfig
 from amif.models.gated_cross_attention import GatedCrossAttention
 from amif.models.image_encoder import ConvStem, ImageEncoder, sincos_position_embedding
 from amif.models.vqa import AMiFVQA
+from amif_train.config import load_config
 from amif_train.optim import param_groups
 
 from helpers import MICRO, TINY_CONFIG, make_shapes_dataset
@@ -66,7 +69,7 @@ def test_conv_stem_rejects_bad_settings():
     with pytest.raises(ConfigError, match="power-of-two"):
         load_config(TINY_CONFIG, ["model.image_encoder.stem=conv", "model.image_encoder.patch_size=12"])
     # pre-training configs share the model checks
-    from amif.config_pretrain import PretrainConfig
+    from amif_train.config import PretrainConfig
 
     stage0 = TINY_CONFIG.parent / "demo" / "pretrain_stage0.yaml"
     with pytest.raises(ConfigError, match="stem"):
@@ -206,7 +209,7 @@ def test_frozen_image_encoder_keeps_weights_and_batchnorm_statistics():
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert any(not torch.equal(b, p) for b, p in zip(fusion_before, model.fusion.parameters()))
     with pytest.raises(ConfigError, match="freeze_image_encoder"):
-        from amif.config_pretrain import PretrainConfig
+        from amif_train.config import PretrainConfig
         load_config(CONFIGS / "demo" / "pretrain_stage0.yaml", ["run.freeze_image_encoder=true"], cls=PretrainConfig)
 
 
@@ -257,7 +260,7 @@ def test_frozen_text_encoder_and_feature_cache_give_the_same_training():
     with pytest.raises(ConfigError, match="augment"):
         load_config(TINY_CONFIG, MICRO + ["run.cache_frozen_features=true", "run.freeze_image_encoder=true",
                                           "data.augment.enabled=true"])
-    from amif.config_pretrain import PretrainConfig
+    from amif_train.config import PretrainConfig
     with pytest.raises(ConfigError, match="freeze_text_encoder"):
         load_config(CONFIGS / "demo" / "pretrain_stage0.yaml", ["run.freeze_text_encoder=true"], cls=PretrainConfig)
 
@@ -305,14 +308,18 @@ def test_restricted_model_saves_and_loads(tmp_path):
 
 def test_training_targets_are_the_normalised_answers():
     """The loss trains the form that ranking scores: a raw "X-Ray" answer is the candidate "xray"."""
-    from amif.config import RunConfig
+    from amif_train.config import FinetuneRunConfig
     from amif_train.vqa_module import VQAModule
 
     torch.manual_seed(0)
     cfg = load_config(TINY_CONFIG, MICRO + ["model.decoder.output_vocabulary=answers"]).model
     model = AMiFVQA(cfg, ["xray", "ct", "yes", "no"], ["xray", "ct", "yes", "no"])
-    module = VQAModule(model, RunConfig())
-    toks = module._tokenize({"question": ["what modality is this?", "is it normal?"], "answer": ["X-Ray", "No."]})
+    module = VQAModule(model, FinetuneRunConfig())
+    items = [{"pixel_values": torch.zeros(3, 32, 32), "image": None, "question": q, "answer": a, "qid": str(i),
+              "answer_type": "OPEN", "question_type": ""}
+             for i, (q, a) in enumerate([("what modality is this?", "X-Ray"), ("is it normal?", "No.")])]
+    batch = module.on_before_batch_transfer(model.collate()(items), 0)  # the host-side target check passes
+    toks = module._tokens(batch)
     cand = dict(zip(model.answer_candidates, model.candidate_ids.tolist()))
     assert toks["answer_ids"][0, : toks["answer_mask"][0].sum()].tolist() == [t for t in cand["xray"] if t]
     assert toks["answer_ids"][1, : toks["answer_mask"][1].sum()].tolist() == [t for t in cand["no"] if t]

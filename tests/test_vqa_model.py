@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from amif.config import load_config
 from amif.errors import CheckpointError
 from amif.models.vqa import AMiFVQA
+from amif_train.config import load_config
 
 from helpers import MICRO, TINY_CONFIG
 

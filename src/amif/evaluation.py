@@ -10,7 +10,8 @@ from torch.utils.data import DataLoader
 
 from amif.answers import exact_match, normalize_answer
 from amif.calibration import calibration_from_rows
-from amif.data.vqa_dataset import VQADataset, collate_vqa
+from amif.data.collate import collate_vqa
+from amif.data.vqa_dataset import VQADataset
 from amif.errors import ConfigError
 from amif.metrics import VQAAccuracy, summarize
 from amif.models.vqa import AMiFVQA

@@ -10,7 +10,7 @@ from PIL import Image
 from amif.answers import normalize_question
 from amif.data.images import load_image
 from amif.data.transforms import build_eval_transform
-from amif.errors import DataError
+from amif.errors import CheckpointError, DataError
 from amif.evaluation import predict_batch, resolve_device
 from amif.explain import Explanation, explain_batch
 from amif.models.vqa import AMiFVQA
@@ -25,9 +25,16 @@ class VQAPredictor:
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | torch.device | None = None) -> VQAPredictor:
-        """Load a saved model folder onto ``device`` (default: CUDA when it is available, else the CPU)."""
+        """Load a saved VQA model folder, or a fine-tuning run folder holding one (:func:`amif.load_model`),
+        onto ``device`` (default: CUDA when it is available, else the CPU)."""
+        from amif import load_model
+
         dev = resolve_device(device)
-        return cls(AMiFVQA.from_pretrained(folder).to(dev))
+        model = load_model(folder)
+        if not isinstance(model, AMiFVQA):
+            raise CheckpointError(f"{folder}: a pre-training model folder; answering questions needs a fine-tuned "
+                                  "VQA model (amif finetune's OUTPUT/model)")
+        return cls(model.to(dev))
 
     @property
     def device(self) -> torch.device:

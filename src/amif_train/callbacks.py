@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
-from amif.config import RunConfig
+from amif_train.config import RunConfig
 
 
 def progress_bar(run: RunConfig) -> list[Callback]:

@@ -25,7 +25,7 @@ def _quiet_libraries() -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from amif.config import load_config
+    from amif_train.config import load_config
     from amif_train.finetune import run_finetune
 
     cfg = load_config(args.config, args.overrides)

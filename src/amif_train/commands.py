@@ -75,8 +75,7 @@ def add_data(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from amif.config import load_config
-    from amif.config_pretrain import PretrainConfig
+    from amif_train.config import PretrainConfig, load_config
     from amif_train.pretrain import format_summary, run_pretrain
 
     cfg = load_config(args.config, args.overrides, cls=PretrainConfig)
@@ -111,8 +110,7 @@ def _teacher_cache_data(args: argparse.Namespace, teacher) -> tuple[object, str]
     from amif.data.pretrain_corpora import PretrainDataset, read_corpus
 
     if args.config:
-        from amif.config import load_config
-        from amif.config_pretrain import PretrainConfig
+        from amif_train.config import PretrainConfig, load_config
         from amif_train.pretrain import build_pretrain_datasets
 
         cfg = load_config(args.config, args.overrides, cls=PretrainConfig)

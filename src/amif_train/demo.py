@@ -223,8 +223,7 @@ def run_pretraining(runs: Path, data_dir: Path, model_cfg: Any, overrides: Seque
     is called with each config path before its stage starts (progress messages). The Lightning
     checkpoints are deleted after each stage (the ``model`` folder stays) unless ``keep_checkpoints``.
     """
-    from amif.config import load_config
-    from amif.config_pretrain import PretrainConfig
+    from amif_train.config import PretrainConfig, load_config
     from amif_train.pretrain import run_pretrain
 
     summaries: list[dict[str, Any]] = []
@@ -253,7 +252,7 @@ def _drop_checkpoints(run_dir: Path) -> None:
 
 
 def finetune_config(config: Path, data_dir: Path, out_dir: Path, overrides: Sequence[str]) -> Any:
-    from amif.config import load_config
+    from amif_train.config import load_config
 
     return load_config(config, [f"data.root={data_dir}", f"run.output_dir={out_dir}", *overrides])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +16,9 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
-from amif.config import ExperimentConfig, resolve_batch_size
 from amif.data.records import load_split, split_file
 from amif.data.transforms import build_eval_transform, build_train_transform
-from amif.data.vqa_dataset import VQADataset, collate_vqa
+from amif.data.vqa_dataset import VQADataset
 from amif.evaluation import autocast_dtype_for, evaluate_dataset
 from amif.models.vqa import AMiFVQA
 from amif.protocols import build_answer_lists
@@ -34,6 +33,7 @@ from amif_train.checkpointing import (
     prune_checkpoints,
     write_model_folder,
 )
+from amif_train.config import FinetuneConfig, resolve_batch_size
 from amif_train.reporting import format_table, write_results
 from amif_train.resume import EpochSampler, KeyedItems, ResumeState, resumable_fit
 from amif_train.run_info import csv_log_version, write_run_info
@@ -42,7 +42,7 @@ from amif_train.vqa_module import VQAModule
 log = logging.getLogger("amif")
 
 
-def build_datasets(cfg: ExperimentConfig, image_size: int) -> dict[str, Any]:
+def build_datasets(cfg: FinetuneConfig, image_size: int) -> dict[str, Any]:
     """Records, answer lists and datasets of the three splits, as the protocol prescribes."""
     root = Path(cfg.data.root)
     d = cfg.data
@@ -70,19 +70,21 @@ def build_datasets(cfg: ExperimentConfig, image_size: int) -> dict[str, Any]:
 
 
 class VQADataModule(L.LightningDataModule):
-    """Train / val loaders. The training order and augmentations are functions of (seed, epoch, position)
+    """Train / val loaders; ``collate_fn`` (``AMiFVQA.collate()``) tokenises in the workers. The training
+    order and augmentations are functions of (seed, epoch, position)
     (:mod:`amif_train.resume`), so a resumed run sees the same batches. Under DDP, validation uses an
     *unrepeated* distributed sampler: every validation question is scored exactly once across ranks
     (Lightning's default sampler pads ranks by repeating samples), so the count-state metrics give
     exact accuracies."""
 
-    def __init__(self, train, val, batch_size: int, eval_batch_size: int, num_workers: int, seed: int = 0):
+    def __init__(self, train, val, batch_size: int, eval_batch_size: int, num_workers: int, seed: int = 0, *,
+                 collate_fn: Callable[[list[dict[str, Any]]], dict[str, Any]]):
         super().__init__()
         self.train_ds, self.val_ds = KeyedItems(train, seed), val
         self.sampler = EpochSampler(train, seed)
         self.seed = seed
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.kw = {"collate_fn": collate_vqa, "num_workers": num_workers, "persistent_workers": num_workers > 0}
+        self.kw = {"collate_fn": collate_fn, "num_workers": num_workers, "persistent_workers": num_workers > 0}
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_ds, batch_size=self.batch_size, sampler=self.sampler, drop_last=True,
@@ -104,7 +106,7 @@ def _is_global_zero() -> bool:
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0
 
 
-def run_finetune(cfg: ExperimentConfig, *, resume: bool = False, model: AMiFVQA | None = None,
+def run_finetune(cfg: FinetuneConfig, *, resume: bool = False, model: AMiFVQA | None = None,
                  callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
     """Fine-tune, select on validation, save the selected model and evaluate it on the test split.
 
@@ -133,7 +135,8 @@ def run_finetune(cfg: ExperimentConfig, *, resume: bool = False, model: AMiFVQA 
     ds = data["datasets"]
     select_on_val = not cfg.data.train_on_val
     datamodule = VQADataModule(ds["train"], ds["val"] if select_on_val else None, cfg.run.batch_size,
-                               cfg.run.eval_batch_size, cfg.data.num_workers, seed=cfg.run.seed)
+                               cfg.run.eval_batch_size, cfg.data.num_workers, seed=cfg.run.seed,
+                               collate_fn=model.collate())
     # The selected (best on val) checkpoint; last.ckpt every run.checkpoint_every_n_steps steps and
     # after every epoch (validated or not); the sampler position and RNG states inside both.
     ckdir = out / "checkpoints"

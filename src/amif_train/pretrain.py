@@ -25,12 +25,12 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from amif.config import count_devices, resolve_batch_size
-from amif.config_pretrain import CorpusConfig, PretrainConfig
+from amif.data.collate import PretrainCollate
+from amif.data.config import CorpusConfig
 from amif.data.pretrain_corpora import PretrainDataset, SkipReport, read_corpus
 from amif.data.transforms import build_eval_transform, build_pretrain_transform, build_teacher_transform
 from amif.errors import ConfigError
-from amif.models.pretrain import AMiFPretrainModel, PretrainCollate
+from amif.models.pretrain import AMiFPretrainModel
 from amif.safe_io import atomic_write_text
 from amif.teachers import CaptionSimilarityTeacher, MemoCaptionTeacher, Teacher, load_teacher
 from amif_train.callbacks import progress_bar
@@ -43,6 +43,7 @@ from amif_train.checkpointing import (
     prune_checkpoints,
     write_model_folder,
 )
+from amif_train.config import PretrainConfig, count_devices, resolve_batch_size
 from amif_train.pretrain_module import PretrainModule
 from amif_train.resume import EpochSampler, KeyedItems, ResumeState, resumable_fit
 from amif_train.run_info import csv_log_version, write_run_info

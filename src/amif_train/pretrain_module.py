@@ -8,11 +8,11 @@ from typing import Any
 import lightning as L
 import torch
 
-from amif.config_pretrain import PretrainRunConfig
 from amif.models.coattention import enable_activation_checkpointing
 from amif.models.pretrain import TEMPERATURES, AMiFPretrainModel
 from amif.retrieval import caption_positive_mask, recall_at_k
 from amif.teachers import Teacher
+from amif_train.config import PretrainRunConfig
 from amif_train.optim import adamw, param_groups, warmup_cosine
 
 

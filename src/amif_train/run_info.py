@@ -11,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from amif.config import save_config
+from amif.configuration import save_config
 
 PACKAGES = ("amif", "torch", "transformers", "lightning", "torchmetrics", "safetensors", "numpy", "pillow", "pydicom")
 

@@ -8,15 +8,14 @@ from typing import Any
 import lightning as L
 import torch
 
-from amif.answers import normalize_answer
-from amif.config import RunConfig
 from amif.metrics import VQAAccuracy
 from amif.models.coattention import enable_activation_checkpointing
 from amif.models.vqa import AMiFVQA
+from amif_train.config import FinetuneRunConfig
 from amif_train.optim import adamw, param_groups, warmup_cosine
 
 
-def pretrained_prefixes(model: AMiFVQA, run: RunConfig) -> tuple[str, ...]:
+def pretrained_prefixes(model: AMiFVQA, run: FinetuneRunConfig) -> tuple[str, ...]:
     """Modules that start from pretrained weights (they get ``run.lr``; the others ``run.lr_new_modules``).
 
     The text encoder and the decoder copy pretrained text weights; the image encoder only when it was
@@ -32,7 +31,7 @@ def pretrained_prefixes(model: AMiFVQA, run: RunConfig) -> tuple[str, ...]:
 
 
 class VQAModule(L.LightningModule):
-    def __init__(self, model: AMiFVQA, run: RunConfig, question_types: Sequence[str] = ()):
+    def __init__(self, model: AMiFVQA, run: FinetuneRunConfig, question_types: Sequence[str] = ()):
         super().__init__()
         self.model = model
         self.run = run
@@ -46,24 +45,27 @@ class VQAModule(L.LightningModule):
         if run.activation_checkpointing:
             enable_activation_checkpointing(model)
 
-    def _tokenize(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        q, qm = self.model.tokenize_questions(batch["question"])
-        # the target is the normalised answer: the form the candidate list holds and ranking scores
-        # (e.g. "X-ray" is ranked as "xray")
-        a, am = self.model.tokenize_answers([normalize_answer(x) for x in batch["answer"]])
-        self.model.decoder.check_targets(a, am)  # on the host: the loss itself does not wait for the device
-        return {
-            "question_ids": q.to(self.device), "question_mask": qm.to(self.device),
-            "answer_ids": a.to(self.device), "answer_mask": am.to(self.device),
-        }
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # the answers' tokens are checked against a restricted output vocabulary here, on the host,
+        # so that the loss itself never waits for the device
+        if isinstance(batch, dict) and "answer_ids" in batch:
+            self.model.decoder.check_targets(batch["answer_ids"], batch["answer_mask"])
+        return batch
+
+    @staticmethod
+    def _tokens(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The token ids the collate (``AMiFVQA.collate``, in the DataLoader workers) put in the batch."""
+        if "question_ids" not in batch:
+            raise ValueError("VQAModule needs batches with token ids: give the DataLoader collate_fn=model.collate()")
+        return {k: batch[k] for k in ("question_ids", "question_mask", "answer_ids", "answer_mask")}
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss = self.model(batch["pixel_values"], **self._tokenize(batch))
+        loss = self.model(batch["pixel_values"], **self._tokens(batch))
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["question"]))
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        toks = self._tokenize(batch)
+        toks = self._tokens(batch)
         # one fused pass serves the loss and the ranking (eval mode: the same features either way)
         context, cmask = self.model.fuse(batch["pixel_values"], toks["question_ids"], toks["question_mask"],
                                          batch.get("image_index"))

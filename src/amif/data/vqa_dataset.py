@@ -1,4 +1,5 @@
-"""PyTorch dataset of VQA records: image tensor + normalised question + answer + labels."""
+"""PyTorch dataset of VQA records: image tensor + normalised question + answer + labels
+(batched by :mod:`amif.data.collate`)."""
 
 from __future__ import annotations
 
@@ -72,37 +73,3 @@ class VQADataset(Dataset):
             "answer_type": r.answer_type,
             "question_type": r.question_type,
         }
-
-
-def collate_vqa(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack images; keep strings and labels as lists (tokenisation happens in the model's module).
-
-    When every item is a blank image (the question-only baseline), ``pixel_values`` holds that one
-    image, ``[1, 3, H, W]``: the model encodes it once and shares it across the questions, which gives
-    the same outputs and gradients as encoding B identical images, at a fraction of the cost.
-
-    Otherwise ``image_index`` [B] gives each item the position of the first item with the same image
-    file and identical pixels (augmented copies differ and keep their own), so that evaluation encodes
-    each distinct image of the batch once (``AMiFVQA.fuse``).
-    """
-    shared = bool(items) and all(it.get("blank", False) for it in items)
-    pixels = items[0]["pixel_values"][None] if shared else torch.stack([it["pixel_values"] for it in items])
-    out: dict[str, Any] = {"pixel_values": pixels}
-    if not shared:
-        out["image_index"] = _first_identical_image(items)
-    for key in ("question", "answer", "qid", "answer_type", "question_type"):
-        out[key] = [it[key] for it in items]
-    return out
-
-
-def _first_identical_image(items: list[dict[str, Any]]) -> torch.Tensor:
-    index = list(range(len(items)))
-    seen: dict[str, list[int]] = {}
-    for i, it in enumerate(items):
-        if it.get("image") is None:
-            continue
-        same = seen.setdefault(str(it["image"]), [])
-        index[i] = next((j for j in same if torch.equal(items[j]["pixel_values"], it["pixel_values"])), i)
-        if index[i] == i:
-            same.append(i)
-    return torch.tensor(index, dtype=torch.long)

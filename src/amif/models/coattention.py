@@ -10,8 +10,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from amif.config import FusionConfig
 from amif.models.attention import FeedForward, MultiHeadAttention, apply_attention_init, init_weights
+from amif.models.config import FusionConfig
 
 
 class CoAttentionLayer(nn.Module):

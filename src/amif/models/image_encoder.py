@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
-from amif.config import ImageEncoderConfig
+from amif.models.config import ImageEncoderConfig
 
 
 def vision_config(cfg: ImageEncoderConfig) -> CLIPVisionConfig:
@@ -96,12 +96,12 @@ class ImageEncoder(nn.Module):
             config._attn_implementation = "sdpa"
             self.model = CLIPVisionModel(config)
         elif cfg.pretrained and load_pretrained:
-            from amif.models.pretrained import load_clip_vision
+            from amif.weights.clip_vision import load_clip_vision
 
             config, state = load_clip_vision(cfg.pretrained, image_size=cfg.image_size, num_layers=cfg.num_layers)
             config._attn_implementation = "sdpa"
             self.model = CLIPVisionModel(config)
-            from amif.models.pretrained import check_state_dict
+            from amif.weights.checks import check_state_dict
 
             check_state_dict(self.model, state, context=f"image encoder weights {cfg.pretrained}")
             self.model.load_state_dict(state, strict=False)

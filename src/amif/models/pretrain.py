@@ -2,8 +2,8 @@
 
 The encoders and the co-attention fusion are the same classes, under the same attribute names, as in
 :class:`amif.models.vqa.AMiFVQA`, so a saved pre-training folder initialises a VQA model through
-``AMiFVQA.load_encoder_weights``. Losses (spec 2.3 with the fixes of spec 5.6 / 6), per local batch of
-``B`` pairs and ``N = world_size * B`` gathered pairs:
+``AMiFVQA.load_encoder_weights``. Losses (docs/method.md, "Pre-training stages and total loss"), per
+local batch of ``B`` pairs and ``N = world_size * B`` gathered pairs:
 
 * ``itgc``: image-text soft-label contrastive loss, both directions;
 * ``imvc``: view 1 vs view 2 image-image contrastive loss, both directions;
@@ -14,12 +14,13 @@ The encoders and the co-attention fusion are the same classes, under the same at
   image and one hard-negative image per text, drawn from the whole gathered batch.
 
 Global features are the L2-normalised projections (``fusion.image_proj`` / ``fusion.text_proj``) of the
-CLS tokens; the same projections feed the co-attention layers. In stage >= 1 the encoders are frozen.
+pooled tokens (CLS by default, ``losses.image_pooling`` / ``text_pooling``); the same projections feed the
+co-attention layers. In stage >= 1 the encoders are frozen. Captions arrive tokenised
+(:class:`amif.data.collate.PretrainCollate`, in the DataLoader workers).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoTokenizer, CLIPVisionConfig, PreTrainedTokenizerBase
 
-from amif.config import ModelConfig, from_dict, to_dict
-from amif.config_pretrain import LossConfig
+from amif.configuration import from_dict, to_dict
 from amif.distributed import gather_no_grad, gather_with_grad, positive_index, world_info
 from amif.errors import CheckpointError
 from amif.losses import (
@@ -45,18 +45,18 @@ from amif.losses import (
     text_text_loss,
     wpa_loss,
 )
+from amif.losses.config import LossConfig
 from amif.models.coattention import CoAttentionFusion
+from amif.models.config import ModelConfig
 from amif.models.image_encoder import ImageEncoder
-from amif.models.pretrained import check_state_dict
 from amif.models.text_encoder import TextEncoder, load_tokenizer
 from amif.safe_io import load_safetensors
+from amif.weights.checks import check_state_dict
 
 __all__ = [
     "AMiFPretrainModel",
     "LOSS_NAMES",
-    "PretrainCollate",
     "TEMPERATURES",
-    "caption_key",
     "wpa_text_mask",
 ]
 
@@ -67,49 +67,6 @@ LOSS_NAMES = ("itgc", "imvc", "utgc", "wpa", "itm")
 TEMPERATURES = ("temperature_itc", "temperature_imv", "temperature_utt")
 
 TeacherEmbeddings = tuple[Tensor, Tensor, Tensor]
-
-
-def caption_key(caption: str) -> int:
-    """A stable signed 64-bit key of a caption (equal captions, equal keys; same on every process)."""
-    return int.from_bytes(hashlib.blake2b(caption.encode("utf-8"), digest_size=8).digest(), "little", signed=True)
-
-
-class PretrainCollate:
-    """Collate :class:`~amif.data.pretrain_corpora.PretrainDataset` items into a pre-training batch.
-
-    Stacks ``image1``/``image2`` (and ``teacher_image1``/``teacher_image2`` when present), tokenises the
-    cleaned captions (``[CLS] ... [SEP]``, at most ``max_length`` tokens, padded to the longest) into
-    ``input_ids``/``attention_mask``, and keeps ``caption``, ``id``, ``id2``, ``corpus`` (lists), ``index``,
-    ``caption_key`` (LongTensors; equal captions have equal keys, for retrieval positives and for
-    keeping duplicates out of the hard negatives) and ``study_key`` (equal for the views of one study of
-    one corpus).
-    """
-
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int = 120) -> None:
-        self.tokenizer = tokenizer
-        self.max_length = max_length
-
-    def __call__(self, items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        if not items:
-            raise ValueError("empty batch")
-        out: dict[str, Any] = {}
-        for key in ("image1", "image2", "teacher_image1", "teacher_image2"):
-            if key in items[0]:
-                out[key] = torch.stack([it[key] for it in items])
-        captions = [str(it["caption"]) for it in items]
-        enc = self.tokenizer(captions, padding="longest", truncation=True, max_length=self.max_length,
-                             return_tensors="pt")
-        out["input_ids"] = enc["input_ids"]
-        out["attention_mask"] = enc["attention_mask"]
-        out["caption"] = captions
-        out["id"] = [str(it.get("id", i)) for i, it in enumerate(items)]
-        out["id2"] = [str(it.get("id2", it.get("id", i))) for i, it in enumerate(items)]
-        out["index"] = torch.tensor([int(it.get("index", i)) for i, it in enumerate(items)], dtype=torch.long)
-        out["caption_key"] = torch.tensor([caption_key(c) for c in captions], dtype=torch.long)
-        out["corpus"] = [str(it.get("corpus", "")) for it in items]
-        studies = [f"{c}\x1f{it.get('study_id', it.get('id', i))}" for i, (c, it) in enumerate(zip(out["corpus"], items))]
-        out["study_key"] = torch.tensor([caption_key(k) for k in studies], dtype=torch.long)
-        return out
 
 
 def wpa_text_mask(attention_mask: Tensor) -> Tensor:
@@ -237,8 +194,8 @@ class AMiFPretrainModel(nn.Module):
 
     def cache_frozen_text(self, enabled: bool = True) -> None:
         """Keep the frozen text encoder's output tokens of every caption in memory, so each caption is
-        encoded once per run instead of once per step (same losses; ~0.1 s of a 0.55 s step of the demo's
-        stage 0 on one CPU core). Only for corpora whose token features fit in memory."""
+        encoded once per run instead of once per step (same losses). Only for corpora whose token features
+        fit in memory."""
         self._text_cache = {} if enabled else None
 
     def _text_tokens(self, ids: Tensor, mask: Tensor, keys: Tensor | None, grad: bool) -> Tensor:

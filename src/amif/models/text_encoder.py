@@ -16,8 +16,8 @@ from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
 
-from amif.config import TextEncoderConfig
 from amif.errors import CheckpointError
+from amif.models.config import TextEncoderConfig
 
 # transformers >= 5 passes a ready 4-D attention mask through to the attention kernel as it is
 _MASK_AS_IS = int(transformers.__version__.split(".")[0]) >= 5
@@ -61,7 +61,7 @@ class TextEncoder(nn.Module):
         else:
             folder = resolve_text_path(cfg.path)
             if cfg.pretrained and load_pretrained:
-                from amif.models.pretrained import load_text_encoder_folder
+                from amif.weights.bert import load_text_encoder_folder
 
                 self.model, _ = load_text_encoder_folder(folder, attn_implementation="sdpa", add_pooling_layer=False)
             else:

@@ -19,16 +19,19 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers import AutoConfig, AutoTokenizer, CLIPVisionConfig, PreTrainedTokenizerBase
 
-from amif.config import ModelConfig, from_dict, to_dict
+from amif.configuration import from_dict, to_dict
+from amif.data.collate import VQACollate, tokenize
 from amif.errors import CheckpointError
 from amif.models.answer_decoder import AnswerDecoder
 from amif.models.coattention import CoAttentionFusion
+from amif.models.config import ModelConfig
 from amif.models.gated_cross_attention import GatedCrossAttention
 from amif.models.image_encoder import ImageEncoder
-from amif.models.pretrained import check_state_dict, load_bert_mlm_head
 from amif.models.ranking import RankedAnswers, rank_candidates
 from amif.models.text_encoder import TextEncoder, load_tokenizer, resolve_text_path
 from amif.safe_io import load_safetensors
+from amif.weights.bert import load_bert_mlm_head
+from amif.weights.checks import check_state_dict
 
 FORMAT = "amif-vqa"
 FORMAT_VERSION = 1
@@ -180,18 +183,16 @@ class AMiFVQA(nn.Module):
         self._restrict_output()
 
     def tokenize_questions(self, questions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        enc = self.tokenizer(
-            list(questions), padding="longest", truncation=True,
-            max_length=self.cfg.text_encoder.max_length, return_tensors="pt",
-        )
-        return enc["input_ids"], enc["attention_mask"]
+        """Token ids and mask of (normalised) questions, as :meth:`collate` gives them."""
+        return tokenize(self.tokenizer, questions, self.cfg.text_encoder.max_length)
 
     def tokenize_answers(self, answers: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        enc = self.tokenizer(
-            list(answers), padding="longest", truncation=True,
-            max_length=self.cfg.decoder.max_answer_length, return_tensors="pt",
-        )
-        return enc["input_ids"], enc["attention_mask"]
+        """Token ids and mask of (normalised) answers, as :meth:`collate` gives them."""
+        return tokenize(self.tokenizer, answers, self.cfg.decoder.max_answer_length)
+
+    def collate(self) -> VQACollate:
+        """The DataLoader collate that tokenises questions and answers for this model (in the workers)."""
+        return VQACollate(self.tokenizer, self.cfg.text_encoder.max_length, self.cfg.decoder.max_answer_length)
 
     # ------------------------------------------------------------------ forward passes
     def fuse(
