@@ -3,8 +3,8 @@
 Steps (each timed): build the demo dataset (or reuse it), pre-train stage 0 and stage 1 (when the
 pre-training application is installed), fine-tune and evaluate the tiny model - question only
 (images blanked) and from the pre-trained weights (from scratch as well with ``--with-scratch``, or
-instead without pre-training) - then compare them with the majority-answer baseline on the test split and write a report (``DIR/report``: ``results.md``,
-``results.json`` and pictures).
+instead without pre-training) - then compare them with the majority-answer baseline on the test
+split and write a report (``DIR/report``: ``results.md``, ``results.json`` and pictures).
 
 Only standard-library modules are imported at module level, so building the ``amif`` parser stays fast.
 """
@@ -44,7 +44,7 @@ FINETUNE_RUNS = {
     "scratch": ["run.freeze_image_encoder=false"],  # a random image encoder has to train
     "pretrained": [],  # + run.init_from=<stage 1 model>
 }
-DEFAULT_SCALE = 2.0  # ~1,200 training images: the lesions need more images than the anatomy (docs/demo.md)
+DEFAULT_SCALE = 2.0  # twice the base build: the lesion questions need more images than the anatomy ones
 QUICK_SCALE = 0.3
 QUICK_FINETUNE = ["run.max_epochs=1"]
 QUICK_PRETRAIN = ["run.max_epochs=1"]
@@ -352,7 +352,7 @@ def run_demo(
     results: dict[str, dict[str, Any]] = {}
     rows_by_model: dict[str, list[dict]] = {}
     # a run in the second process is collected first: training the next one meanwhile would put two
-    # fine-tuning runs on the two cores at once (measured: each took ~1.7x as long, docs/demo.md item 10)
+    # fine-tuning runs on the two cores at once, which slows both down more than it overlaps
     for key in run_keys:
         step(f"fine-tune and test: {MODELS[key]}")
         if key in background:

@@ -1,7 +1,9 @@
-"""Demo report pieces about *why*: explanation sheet, heatmap lesion-hit share, image reliance, calibration.
+"""The demo's report pictures (``write_all``) and its pieces about *why*: explanation sheet, heatmap
+lesion-hit share, image reliance, calibration.
 
-``demo_extras(out_dir, ...)`` works on a finished demo folder (``DIR/data``, ``DIR/runs/<model>/model``),
-so ``benchmarks/explain_demo.py`` can rerun it without training.
+Both work on a finished demo folder (``DIR/data``, ``DIR/runs/<model>/model``), so the report can be
+redrawn without training (``benchmarks/explain_demo.py`` reruns ``demo_extras``). The generic pictures
+they use are in :mod:`amif_train.reporting`.
 """
 
 from __future__ import annotations
@@ -233,9 +235,10 @@ def write_all(
     main: str,
     baseline: str | None,
     seed: int = 0,
-    first_types: Sequence[str] = ("presence", "count", "position", "size"),
+    first_types: Sequence[str] = LESION_FIRST,
 ) -> dict[str, str]:
-    """Draw every report picture into ``report_dir``; returns {title: path}."""
+    """Draw the demo report's pictures into ``report_dir``: accuracy by group, fine-tuning loss and validation
+    accuracy, pre-training losses, and test examples of ``main`` and ``baseline``; returns {title: path}."""
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     out: dict[str, str] = {}
