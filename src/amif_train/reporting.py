@@ -29,6 +29,8 @@ ROWS = (
     ("open_yesno", "open (yes/no rule)"),
     ("closed_yesno", "closed (yes/no rule)"),
 )
+COLORS = ("#7f7f7f", "#ff7f0e", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b")  # one per model in the pictures
+GOOD, BAD = "#1a7f37", "#cf222e"  # right / wrong answers
 
 
 def write_results(path: str | Path, *, metrics: Mapping[str, Any], predictions: list[dict], **info: Any) -> Path:
@@ -70,10 +72,6 @@ def pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
-
-
-COLORS = ("#7f7f7f", "#ff7f0e", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b")
-GOOD, BAD = "#1a7f37", "#cf222e"
 
 
 def read_metrics_csv(path: str | Path) -> dict[str, list[tuple[int, int, float]]]:
