@@ -121,11 +121,23 @@ def _modules() -> dict[str, Path]:
     return out
 
 
+def _runtime_nodes(tree: ast.AST):
+    """Every node of ``tree`` except the bodies of ``if TYPE_CHECKING:`` blocks (they never run)."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            stack.extend(node.orelse)
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+
+
 def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     """Project modules that ``name`` imports anywhere in its file (module level or inside functions)."""
     is_package = path.name == "__init__.py"
     out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+    for node in _runtime_nodes(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -194,7 +206,12 @@ def test_import_graph_has_no_cycles_and_points_down():
     assert upward == []
 
 
-def test_the_cycle_finder_finds_a_planted_cycle():
+def test_the_graph_sees_function_level_imports_and_finds_a_planted_cycle(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import amif.b\n"
+                    "def f():\n    from amif import c\n    from . import d\n", encoding="utf-8")
+    modules = {"amif": path, "amif.a": path, "amif.b": path, "amif.c": path, "amif.d": path}
+    assert _imports("amif.a", path, modules) == {"amif.c", "amif.d"}  # not the typing-only amif.b
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert _cycles(graph) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
