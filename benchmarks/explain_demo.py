@@ -16,8 +16,8 @@ from pathlib import Path
 
 from amif.data.records import load_split
 from amif.inference import VQAPredictor
-from amif_train.demo import MODELS
-from amif_train.report_explain import demo_extras, format_extras, lesion_hit_share
+from amif_demo.pipeline import MODELS
+from amif_demo.report import demo_extras, format_extras, lesion_hit_share
 
 
 def main() -> None:

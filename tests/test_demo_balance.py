@@ -15,11 +15,12 @@ pytest.importorskip("skimage")
 
 from scipy.stats import chi2_contingency  # noqa: E402
 
-from amif.data.demo import build_demo_dataset  # noqa: E402
-from amif.data.demo import sources as src_mod  # noqa: E402
-from amif.data.demo.build import Study, _Builder  # noqa: E402
-from amif.data.demo.lesions import size_class  # noqa: E402
-from amif.data.demo.schedule import (  # noqa: E402
+from amif.data.records import SPLITS, load_caption_split, load_split, resolve_image  # noqa: E402
+from amif_demo.data import build_demo_dataset  # noqa: E402
+from amif_demo.data import sources as src_mod  # noqa: E402
+from amif_demo.data.build import Study, _Builder  # noqa: E402
+from amif_demo.data.lesions import size_class  # noqa: E402
+from amif_demo.data.schedule import (  # noqa: E402
     COUNT_PROBS,
     INTENSITIES,
     SIDES,
@@ -27,8 +28,7 @@ from amif.data.demo.schedule import (  # noqa: E402
     balanced_sequence,
     count_schedule,
 )
-from amif.data.records import SPLITS, load_caption_split, load_split, resolve_image  # noqa: E402
-from amif_train.demo import DEFAULT_SCALE  # noqa: E402
+from amif_demo.pipeline import DEFAULT_SCALE  # noqa: E402
 
 # ------------------------------------------------------------------------------------ the schedule
 

@@ -16,11 +16,11 @@ pytest.importorskip("pydicom")
 pytest.importorskip("nibabel")
 pytest.importorskip("skimage")
 
-from amif.data.demo import build_demo_dataset, view_mask  # noqa: E402
-from amif.data.demo.lesions import MIN_FOV_FRACTION, size_class  # noqa: E402
-from amif.data.demo.sources import find_invesalius  # noqa: E402
 from amif.data.records import SPLITS, load_caption_split, load_split, resolve_image  # noqa: E402
 from amif.errors import DataError  # noqa: E402
+from amif_demo.data import build_demo_dataset, view_mask  # noqa: E402
+from amif_demo.data.lesions import MIN_FOV_FRACTION, size_class  # noqa: E402
+from amif_demo.data.sources import find_invesalius  # noqa: E402
 
 SCALE = 0.15  # at 0.1 the per-source / plane position balance leaves no position questions
 SIZE = 192

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from amif.data.records import VQARecord, load_split
-from amif_train import demo
+from amif_demo import pipeline as demo
 
 from helpers import MICRO
 
@@ -131,7 +131,7 @@ def test_demo_pipeline_end_to_end(tmp_path, capsys):
     assert saved["metrics"]["scratch"]["lesion"] == pytest.approx(acc)
     assert set(saved["seconds"]) >= {"data", "question_only", "scratch", "report", "total"}
     # with pre-training and two cores the question-only run trains in a second process meanwhile
-    from amif_train.background import usable_cpus
+    from amif_demo.background import usable_cpus
 
     background = pretrain and usable_cpus() >= 2
     assert saved["background_runs"] == (["question_only"] if background else [])
@@ -150,7 +150,7 @@ def test_demo_pipeline_end_to_end(tmp_path, capsys):
 
 def test_background_finetune_reraises_the_runs_error(tmp_path):
     """A failing run in the second process surfaces in the parent, with the file named."""
-    from amif_train.background import start_finetune
+    from amif_demo.background import start_finetune
     from amif_train.config import load_config
 
     cfg = load_config(demo.FINETUNE_CONFIG, [f"data.root={tmp_path / 'missing'}",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from amif.data.records import VQARecord
-from amif_train.demo_stats import (
+from amif_demo.stats import (
     format_bootstrap_table,
     format_source_table,
     format_source_type_table,

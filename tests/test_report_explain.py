@@ -8,7 +8,7 @@ from PIL import Image
 
 from amif.data.records import VQARecord
 from amif.explain import Explanation
-from amif_train.report_explain import format_extras, lesion_hit_share, plot_reliability
+from amif_demo.report import format_extras, lesion_hit_share, plot_reliability
 
 
 class HotPatch:

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from amif.explain import Explanation
+from amif.extras import require
 
 
 def upsample(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -20,8 +21,7 @@ def upsample(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def overlay(image: Image.Image, heatmap: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """RGB uint8 array: the image in grey with the heatmap (matplotlib's ``inferno``) blended on top,
     more opaque where the heat is higher."""
-    from matplotlib import colormaps
-
+    colormaps = require("matplotlib", extra="plots", purpose="drawing an explanation").colormaps
     grey = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
     heat = upsample(heatmap, (grey.shape[1], grey.shape[0]))
     color = colormaps["inferno"](heat)[..., :3]
@@ -60,8 +60,7 @@ def draw_explanation(ax_image, ax_overlay, ax_text, expl: Explanation) -> None:
 
 def save_explanation_png(expl: Explanation, path: str | Path, dpi: int = 100) -> Path:
     """One PNG with the image, the overlay and the texts."""
-    import matplotlib
-
+    matplotlib = require("matplotlib", extra="plots", purpose="drawing an explanation")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -27,7 +27,7 @@ class VQAPredictor:
     def from_pretrained(cls, folder: str | Path, device: str | torch.device | None = None) -> VQAPredictor:
         """Load a saved VQA model folder, or a fine-tuning run folder holding one (:func:`amif.load_model`),
         onto ``device`` (default: CUDA when it is available, else the CPU)."""
-        from amif import load_model
+        from amif.factory import load_model
 
         dev = resolve_device(device)
         model = load_model(folder)

@@ -143,8 +143,9 @@ def build_parser(extra: Sequence[Callable[[argparse._SubParsersAction], None]] =
 
 def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
     from amif_train import commands
+    from amif_train.plugins import COMMANDS, plugin_commands
 
-    return commands.ALL
+    return commands.ALL + plugin_commands(COMMANDS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

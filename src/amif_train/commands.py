@@ -1,18 +1,11 @@
-"""Sub-commands beyond finetune / evaluate / predict: data preparation, demo, pre-training."""
+"""Sub-commands beyond finetune / evaluate / predict: data preparation, pre-training, teacher caches,
+explanations and the web app."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
-
-
-def cmd_data_demo(args: argparse.Namespace) -> int:
-    from amif.data.demo import build_demo_dataset
-
-    summary = build_demo_dataset(args.out, seed=args.seed, scale=args.scale, progress=True)
-    print(json.dumps(summary, indent=1))
-    return 0
 
 
 def cmd_data_prepare(args: argparse.Namespace) -> int:
@@ -46,13 +39,12 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def add_data(sub: argparse._SubParsersAction) -> None:
+    from amif_train.plugins import DATA_COMMANDS, plugin_commands
+
     p = sub.add_parser("data", help="build, prepare and check datasets")
     dsub = p.add_subparsers(dest="data_command", required=True)
-    d = dsub.add_parser("demo", help="build the embedded demo dataset from real anatomy in pip packages")
-    d.add_argument("--out", required=True)
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--scale", type=float, default=1.0, help="multiply the number of images")
-    d.set_defaults(func=cmd_data_demo)
+    for add in plugin_commands(DATA_COMMANDS):  # e.g. ``amif data demo`` from amif_demo
+        add(dsub)
     d = dsub.add_parser("prepare", help="convert an official dataset (vqa-rad, slake, pathvqa, vqa-med-2019)")
     d.add_argument("name", help="vqa-rad | slake | pathvqa | vqa-med-2019")
     d.add_argument("--src", required=True, help="folder of the downloaded official distribution")
@@ -183,16 +175,6 @@ def add_teacher_cache(sub: argparse._SubParsersAction) -> None:
 
 ALL = [add_data]
 ALL += [add_pretrain, add_teacher_cache]
-
-
-def add_demo(sub: argparse._SubParsersAction) -> None:
-    """``amif demo`` (defined in :mod:`amif_train.demo`)."""
-    from amif_train.demo import add_parser
-
-    add_parser(sub)
-
-
-ALL += [add_demo]
 
 
 def cmd_explain(args: argparse.Namespace) -> int:

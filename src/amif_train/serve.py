@@ -18,7 +18,7 @@ MAX_EXAMPLES = 8
 def example_rows(data_dir: str | Path, split: str = "test", n: int = MAX_EXAMPLES) -> list[list[str]]:
     """Up to ``n`` ``[image path, question]`` pairs of ``split`` (one per image, spread over question types)."""
     from amif.data.records import load_split, resolve_image
-    from amif_train.report import pick_examples
+    from amif_train.reporting import pick_examples
 
     records = load_split(data_dir, split)
     return [[str(resolve_image(data_dir, r.image)), r.question] for r in pick_examples(records, n=n)]

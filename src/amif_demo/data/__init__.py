@@ -4,6 +4,6 @@
 in the project's record format (see ``docs/demo-dataset.md``) and returns a summary of what it wrote.
 """
 
-from amif.data.demo.build import build_demo_dataset, view_mask
+from amif_demo.data.build import build_demo_dataset, view_mask
 
 __all__ = ["build_demo_dataset", "view_mask"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from amif.data.demo.schedule import LesionPlan
+from amif_demo.data.schedule import LesionPlan
 
 # size classes (mm): answers "small" (< 20 mm), "medium" (20-35 mm), "large" (>= 35 mm); diameters are
 # drawn away from the class edges so that the in-plane cross-section of a volume view stays in class

@@ -29,13 +29,13 @@ def usable_cpus() -> int:
 def _finetune_job(cfg: Any, log_path: str, threads: int) -> dict[str, Any]:
     import torch
 
-    from amif_train.demo import _quiet
+    from amif_demo.logs import quiet_libraries
     from amif_train.finetune import run_finetune
 
     torch.set_num_threads(threads)
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w", encoding="utf-8") as log, redirect_stdout(log), redirect_stderr(log):
-        _quiet()
+        quiet_libraries()
         t0 = time.time()
         summary = run_finetune(cfg)
         summary["seconds"] = round(time.time() - t0, 1)

@@ -512,7 +512,7 @@ def load_mni() -> Volume | None:
 
     Same arrays as ``nilearn.datasets.load_mni152_template(resolution=1)`` (divided by its maximum)
     and ``load_mni152_brain_mask(resolution=1)`` (template > 0.2). The file is read with nibabel
-    directly when it is found in the nilearn package, which avoids importing scikit-learn (3 s).
+    directly when it is found in the nilearn package, which avoids importing scikit-learn (slow to import).
     """
     try:
         import nibabel as nib
@@ -584,8 +584,7 @@ def load_invesalius(path: str | None = None) -> Volume | None:
     except Exception:
         return None
     spacing = (1.5, 0.9570312, 0.9570312)  # (z, y, x) from main.plist
-    # brain: soft tissue inside the skull; erode to cut bridges to the scalp, keep the largest 3D part
-    # brain: soft tissue inside the skull. Found at half in-plane resolution (4x faster): erode to cut
+    # brain: soft tissue inside the skull. Found at half in-plane resolution (the masks are smooth): erode to cut
     # bridges to the scalp, keep the largest 3D part, grow back, fill holes slice by slice
     half = ndi.uniform_filter(hu, size=(1, 2, 2))[:, ::2, ::2]
     soft = ndi.binary_opening((half > -15) & (half < 100), structure=np.ones((1, 3, 3), bool))

@@ -1,7 +1,9 @@
-"""Demo report pieces about *why*: explanation sheet, heatmap lesion-hit share, image reliance, calibration.
+"""The demo's report pictures (``write_all``) and its pieces about *why*: explanation sheet, heatmap
+lesion-hit share, image reliance, calibration.
 
-``demo_extras(out_dir, ...)`` works on a finished demo folder (``DIR/data``, ``DIR/runs/<model>/model``),
-so ``benchmarks/explain_demo.py`` can rerun it without training.
+Both work on a finished demo folder (``DIR/data``, ``DIR/runs/<model>/model``), so the report can be
+redrawn without training (``benchmarks/explain_demo.py`` reruns ``demo_extras``). The generic pictures
+they use are in :mod:`amif_train.reporting`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from amif_train.report import pick_examples
+from amif_train.reporting import (
+    pick_examples,
+    plot_accuracy_bars,
+    plot_examples,
+    plot_loss_curves,
+    plot_pretraining_curves,
+    plot_val_accuracy,
+    pyplot,
+)
 
 LESION_FIRST = ("presence", "count", "position", "size")
 
@@ -58,7 +68,7 @@ def lesion_hit_share(predictor: Any, data_dir: Path, records: Sequence[Any], que
 def plot_explanation_sheet(predictor: Any, data_dir: Path, records: Sequence[Any], path: Path, n: int = 12,
                            seed: int = 0) -> Path:
     """``n`` test questions (lesion types first): heatmap overlay, question, answer, GCA words and gate."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from amif.answers import exact_match
     from amif.data.records import resolve_image
@@ -98,7 +108,7 @@ def plot_explanation_sheet(predictor: Any, data_dir: Path, records: Sequence[Any
 
 def plot_reliability(calibration: Mapping[str, Mapping[str, Any]], path: Path) -> Path:
     """Reliability diagram: accuracy per confidence bin against the diagonal, one line per model."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5.6, 5.2))
     ax.plot([0, 1], [0, 1], "--", color="#999", lw=1, label="perfect calibration")
@@ -210,3 +220,37 @@ def format_extras(extras: Mapping[str, Any]) -> str:
         lines += ["", "Image reliance on the test split (accuracy %; changed: share of answers that differ "
                   "from the real-image run, %):", "", extras["reliance_table"]]
     return "\n".join(lines)
+
+
+def write_all(
+    report_dir: Path,
+    *,
+    run_dirs: Mapping[str, Path],
+    pretrain_dirs: Mapping[str, Path],
+    columns: Mapping[str, Mapping[str, Any]],
+    table_rows: Sequence[tuple[str, str]],
+    data_dir: Path,
+    test_records: Sequence[Any],
+    predictions: Mapping[str, Sequence[Mapping]],
+    main: str,
+    baseline: str | None,
+    seed: int = 0,
+    first_types: Sequence[str] = LESION_FIRST,
+) -> dict[str, str]:
+    """Draw the demo report's pictures into ``report_dir``: accuracy by group, fine-tuning loss and validation
+    accuracy, pre-training losses, and test examples of ``main`` and ``baseline``; returns {title: path}."""
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    out: dict[str, str] = {}
+    out["test accuracy by question group"] = str(plot_accuracy_bars(columns, table_rows,
+                                                                    report_dir / "accuracy_by_group.png"))
+    if run_dirs:
+        out["fine-tuning loss"] = str(plot_loss_curves(run_dirs, report_dir / "loss_curves.png"))
+        out["validation accuracy"] = str(plot_val_accuracy(run_dirs, report_dir / "val_accuracy.png"))
+    if pretrain_dirs:
+        out["pre-training losses"] = str(plot_pretraining_curves(pretrain_dirs, report_dir / "pretraining_curves.png"))
+    shown = {k: predictions[k] for k in (main, baseline) if k and k in predictions}
+    if shown:
+        out["test examples"] = str(plot_examples(data_dir, test_records, shown, report_dir / "test_examples.png",
+                                                 seed=seed, first_types=first_types))
+    return out

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from amif.data.demo.lesions import INTENSITY_TERMS, intensity_term
+from amif_demo.data.lesions import INTENSITY_TERMS, intensity_term
 
 MODALITIES = ("ct", "mri", "x-ray", "ultrasound", "nuclear medicine", "fundus photograph", "pathology")
 PLANES = ("axial", "coronal", "sagittal")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from amif.data.demo.lesions import INTENSITY_TERMS, MIN_FOV_FRACTION, SIZE_EDGES_MM, SIZE_SAMPLE_MM
 from amif.data.records import SPLITS
+from amif_demo.data.lesions import INTENSITY_TERMS, MIN_FOV_FRACTION, SIZE_EDGES_MM, SIZE_SAMPLE_MM
 
 _TYPE_ORDER = ("modality", "organ", "plane", "presence", "count", "position", "size", "intensity")
 

@@ -17,14 +17,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from amif.data.demo import captions as cap
-from amif.data.demo import lesions as les_mod
-from amif.data.demo import questions as qmod
-from amif.data.demo import sources as src_mod
-from amif.data.demo.geometry import Frame, resample, resample_mask, square_frame
-from amif.data.demo.schedule import COUNT_PROBS, LesionPlan, plan_group
 from amif.data.records import SPLITS, CaptionRecord, VQARecord, write_records
 from amif.errors import DataError
+from amif_demo.data import captions as cap
+from amif_demo.data import lesions as les_mod
+from amif_demo.data import questions as qmod
+from amif_demo.data import sources as src_mod
+from amif_demo.data.geometry import Frame, resample, resample_mask, square_frame
+from amif_demo.data.schedule import COUNT_PROBS, LesionPlan, plan_group
 
 # studies per split (train, val, test): per plane for volumes, per source for 2D images; the test
 # split is larger than the validation split so that per-type figures (position: single-lesion
@@ -214,7 +214,7 @@ class _Builder:
     # -- planning
     def plan(self) -> list[Study]:
         """Every study with its split, slice block (volumes) and lesion attributes (balanced per
-        source, plane and split by :func:`amif.data.demo.schedule.plan_group`)."""
+        source, plane and split by :func:`amif_demo.data.schedule.plan_group`)."""
         studies: list[Study] = []
         for key in ("mni", "inv"):
             if key not in self.volumes:
@@ -451,7 +451,7 @@ def build_demo_dataset(
     fails when it is not installed. A default source that does not load is an error unless
     ``allow_missing_sources``. The same seed, scale and source packages give identical files.
     """
-    from amif.data.demo.card import write_card
+    from amif_demo.data.card import write_card
 
     if scale <= 0:
         raise DataError(f"scale must be positive, got {scale}")

@@ -3,8 +3,8 @@
 Steps (each timed): build the demo dataset (or reuse it), pre-train stage 0 and stage 1 (when the
 pre-training application is installed), fine-tune and evaluate the tiny model - question only
 (images blanked) and from the pre-trained weights (from scratch as well with ``--with-scratch``, or
-instead without pre-training) - then compare them with the majority-answer baseline on the test split and write a report (``DIR/report``: ``results.md``,
-``results.json`` and pictures).
+instead without pre-training) - then compare them with the majority-answer baseline on the test
+split and write a report (``DIR/report``: ``results.md``, ``results.json`` and pictures).
 
 Only standard-library modules are imported at module level, so building the ``amif`` parser stays fast.
 """
@@ -19,7 +19,6 @@ import platform
 import shutil
 import sys
 import time
-import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -45,7 +44,7 @@ FINETUNE_RUNS = {
     "scratch": ["run.freeze_image_encoder=false"],  # a random image encoder has to train
     "pretrained": [],  # + run.init_from=<stage 1 model>
 }
-DEFAULT_SCALE = 2.0  # ~1,200 training images: the lesions need more images than the anatomy (docs/demo.md)
+DEFAULT_SCALE = 2.0  # twice the base build: the lesion questions need more images than the anatomy ones
 QUICK_SCALE = 0.3
 QUICK_FINETUNE = ["run.max_epochs=1"]
 QUICK_PRETRAIN = ["run.max_epochs=1"]
@@ -177,8 +176,8 @@ def machine_info() -> dict[str, Any]:
 def ensure_data(data_dir: Path, *, seed: int, scale: float, progress: bool = True,
                 say: Callable[[str], None] = print) -> dict[str, Any]:
     """Build the demo dataset into ``data_dir`` unless a build with the same seed and scale is there."""
-    from amif.data.demo import build_demo_dataset
-    from amif.data.demo.build import BUILD_VERSION
+    from amif_demo.data import build_demo_dataset
+    from amif_demo.data.build import BUILD_VERSION
 
     marker = data_dir.parent / DATA_MARKER
     if marker.is_file() and all((data_dir / f"{s}.jsonl").is_file() for s in ("train", "val", "test")):
@@ -285,11 +284,13 @@ def run_demo(
     ``keep_checkpoints``. AMiF is fine-tuned from the pre-training; ``with_scratch`` adds a run from
     scratch (the only AMiF run when there is no pre-training). ``parallel`` (default: when pre-training
     runs and two CPU cores are usable) trains the question-only baseline in a second process while
-    the main process pre-trains (``amif_train.background``; its output goes to its ``train.log``).
+    the main process pre-trains (``amif_demo.background``; its output goes to its ``train.log``).
     """
-    _quiet()
+    from amif_demo.logs import quiet_libraries
+
+    quiet_libraries()
     from amif.data.records import load_split
-    from amif_train.background import start_finetune, usable_cpus
+    from amif_demo.background import start_finetune, usable_cpus
     from amif_train.finetune import run_finetune
 
     t_start = time.time()
@@ -350,7 +351,7 @@ def run_demo(
     results: dict[str, dict[str, Any]] = {}
     rows_by_model: dict[str, list[dict]] = {}
     # a run in the second process is collected first: training the next one meanwhile would put two
-    # fine-tuning runs on the two cores at once (measured: each took ~1.7x as long, docs/demo.md item 10)
+    # fine-tuning runs on the two cores at once, which slows both down more than it overlaps
     for key in run_keys:
         step(f"fine-tune and test: {MODELS[key]}")
         if key in background:
@@ -380,7 +381,7 @@ def run_demo(
 
     # 4. explanations, image reliance, calibration; majority baseline, report
     step("report")
-    from amif_train.report_explain import demo_extras
+    from amif_demo.report import demo_extras
 
     extras = demo_extras(out, records, rows_by_model, MODELS, main_model(results), plots=plots)
     timings["explain"] = extras["seconds"]
@@ -445,7 +446,7 @@ def write_report(
     images: dict[str, str] = {}
     t0 = time.time()
     if plots:
-        from amif_train import report as plots_mod
+        from amif_demo import report as plots_mod
 
         run_dirs = {MODELS[k]: out / "runs" / k for k in results if (out / "runs" / k / "logs").is_dir()}
         pre_dirs = {s["name"]: Path(s["output_dir"]) for s in pretrain_summaries}
@@ -494,7 +495,7 @@ def write_report(
             print(f"{MODELS[key]} vs question only: {g['overall']:+.1f} points overall, "
                   f"{g['lesion']:+.1f} on lesion questions (targets +10 / +20)")
     if extras:
-        from amif_train.report_explain import format_extras
+        from amif_demo.report import format_extras
 
         print(format_extras(extras) + "\n")
     print("\nwall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + _overlap_note(doc))
@@ -543,7 +544,7 @@ def _markdown(doc: dict[str, Any], table: str, results: Mapping[str, Any], repor
                      f"{g['lesion']:+.1f} points on lesion questions - {status} the demo targets (+10 / +20).")
         lines.append("")
     if doc.get("explain"):
-        from amif_train.report_explain import format_extras
+        from amif_demo.report import format_extras
 
         lines += ["## Why: explanations, image reliance, calibration", "", format_extras(doc["explain"]), ""]
     lines += _breakdown_markdown(doc)
@@ -566,8 +567,8 @@ def _markdown(doc: dict[str, Any], table: str, results: Mapping[str, Any], repor
 
 
 def _breakdown(rows_by_model: Mapping[str, list[dict]], test: Sequence[Any], main: str, seed: int) -> dict[str, Any]:
-    """Accuracy per source and study-level bootstrap intervals of every group (``demo_stats``)."""
-    from amif_train import demo_stats
+    """Accuracy per source and study-level bootstrap intervals of every group (:mod:`amif_demo.stats`)."""
+    from amif_demo import stats as demo_stats
 
     ref = (main, "question_only") if "question_only" in rows_by_model and main in rows_by_model else None
     return {"by_source": demo_stats.per_source_accuracy(rows_by_model, test, LESION_TYPES),
@@ -576,7 +577,7 @@ def _breakdown(rows_by_model: Mapping[str, list[dict]], test: Sequence[Any], mai
 
 
 def _breakdown_markdown(doc: Mapping[str, Any]) -> list[str]:
-    from amif_train import demo_stats
+    from amif_demo import stats as demo_stats
 
     boot, models = doc["bootstrap"], doc["models"]
     ref = tuple(boot["reference"]) if boot.get("reference") else None
@@ -596,19 +597,6 @@ def _breakdown_markdown(doc: Mapping[str, Any]) -> list[str]:
 def _split_counts(counts: Mapping[str, Any] | None) -> str:
     counts = counts or {}
     return " / ".join(str(counts.get(k, "?")) for k in ("train", "val", "test"))
-
-
-def _quiet() -> None:
-    """Hide library chatter that says nothing about the demo (the CLI does the same for its commands)."""
-    import logging
-
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    for pattern in (".*does not have many workers.*", ".*GPU available but not used.*",
-                    ".*Checkpoint directory .* exists and is not empty.*", ".*LeafSpec.*is deprecated.*",
-                    ".*Experiment logs directory .* exists and is not empty.*"):
-        warnings.filterwarnings("ignore", message=pattern)
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    logging.getLogger("lightning.pytorch.accelerators.cuda").setLevel(logging.WARNING)
 
 
 # ------------------------------------------------------------------------------------------- command line
