@@ -3,7 +3,7 @@
     python benchmarks/gpu_check.py --out runs/gpu_check           # one GPU, bf16-mixed, ~3-5 minutes
     python benchmarks/gpu_check.py --tiny --device cpu --out DIR  # a few seconds; the test suite runs this
 
-Random weights in the real formats (benchmarks/paper_size.py): an OpenAI-layout ViT-B/16, a BERT-base folder
+Random weights in the released formats (``amif.testing.paper_size``): an OpenAI-layout ViT-B/16, a BERT-base folder
 and a BiomedCLIP-sized CLIP teacher. Measured, each with its peak GPU memory:
 
 * a stage-0 pre-training step at the paper's negative pool (256 pairs on one device);
@@ -37,15 +37,17 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from paper_size import (  # noqa: E402
+from amif.config import load_config
+from amif.config_pretrain import PretrainConfig
+from amif.testing.paper_size import (
     candidate_answers,
-    load_paper_config,
+    paper_overrides,
     pretrain_batch,
     vqa_batch,
     write_paper_files,
 )
+
+PAPER = Path(__file__).resolve().parents[1] / "configs" / "paper"
 
 
 def _sync(device: torch.device) -> None:
@@ -149,7 +151,7 @@ def pretrain_phases(files, device, autocast, batch_size: int, steps: int, warmup
     from amif.models.pretrain import AMiFPretrainModel
     from amif.teachers import load_teacher
 
-    cfg = load_paper_config("pretrain_stage0", files)
+    cfg = load_config(PAPER / "pretrain_stage0.yaml", paper_overrides(files, pretraining=True), cls=PretrainConfig)
     teacher = load_teacher(cfg.losses.teacher, device)
     torch.manual_seed(0)
     model = AMiFPretrainModel(cfg.model, cfg.losses, stage=0).to(device)
@@ -178,7 +180,7 @@ def finetune_phases(files, device, autocast, batch_size: int, rank_batch: int, n
     from amif.models.coattention import enable_activation_checkpointing
     from amif.models.vqa import AMiFVQA
 
-    cfg = load_paper_config("finetune_slake", files)
+    cfg = load_config(PAPER / "finetune_slake.yaml", paper_overrides(files, pretraining=False))
     torch.manual_seed(0)
     cands = candidate_answers(n_candidates)
     model = AMiFVQA(cfg.model, cands, sorted({w for c in cands for w in c.split()})).to(device)

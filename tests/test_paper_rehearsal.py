@@ -8,25 +8,27 @@ The weight files are written once per module (~0.8 GB under the pytest tmp folde
 from __future__ import annotations
 
 import gc
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-from paper_size import (  # noqa: E402
+from amif.config import load_config
+from amif.config_pretrain import PretrainConfig
+from amif.testing.biomedclip import write_biomedclip
+from amif.testing.paper_size import (
     PaperFiles,
     candidate_answers,
-    load_paper_config,
     openai_vit_state_dict,
+    paper_overrides,
     pretrain_batch,
     vqa_batch,
     write_bert_folder,
 )
 
-from biomedclip_fixture import write_biomedclip  # noqa: E402
+from helpers import CONFIGS
+
+PAPER = CONFIGS / "paper"
 
 B = 2
 
@@ -54,7 +56,7 @@ def test_pretraining_stages_at_paper_size(files):
     from amif.models.pretrain import AMiFPretrainModel
     from amif.teachers import load_teacher
 
-    cfg = load_paper_config("pretrain_stage0", files)
+    cfg = load_config(PAPER / "pretrain_stage0.yaml", paper_overrides(files, pretraining=True), cls=PretrainConfig)
     assert cfg.model.image_encoder.image_size == 288 and cfg.run.global_batch_size == 256
     teacher = load_teacher(cfg.losses.teacher, "cpu")
     torch.manual_seed(0)
@@ -85,7 +87,7 @@ def test_pretraining_stages_at_paper_size(files):
 def test_finetuning_and_ranking_at_paper_size(files):
     from amif.models.vqa import AMiFVQA
 
-    cfg = load_paper_config("finetune_slake", files)
+    cfg = load_config(PAPER / "finetune_slake.yaml", paper_overrides(files, pretraining=False))
     assert cfg.run.global_batch_size == 48 and cfg.run.devices == 1
     torch.manual_seed(0)
     model = AMiFVQA(cfg.model, candidate_answers(40), ["yes", "no", "lung", "lesion", "left", "right"])
