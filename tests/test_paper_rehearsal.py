@@ -1,7 +1,7 @@
 """Paper-size rehearsal on the CPU with random weights in the real formats (configs/paper/*).
 
 One stage-0 step, one stage-1 step (OT + ITM), one fine-tuning step and one ranking call at 288 px and
-batch 2: every loss finite, the spec's token counts and widths, ~439 M parameters in the VQA model.
+batch 2: every loss finite, the paper's token counts and widths (docs/method.md), ~439 M parameters in the VQA model.
 The weight files are written once per module (~0.8 GB under the pytest tmp folder).
 """
 
@@ -63,7 +63,7 @@ def test_pretraining_stages_at_paper_size(files):
     model = AMiFPretrainModel(cfg.model, cfg.losses, stage=0)
     batch = pretrain_batch(model, teacher, B)
     tokens = model.image_encoder(batch["image1"][:1])
-    assert tuple(tokens.shape) == (1, 325, 768)  # 18 x 18 patches + CLS at 288 px, width 768 (spec 1.1)
+    assert tuple(tokens.shape) == (1, 325, 768)  # 18 x 18 patches + CLS at 288 px, width 768
     assert model.text_encoder.width == 768 and len(model.text_encoder.model.encoder.layer) == 12
     # stage 0: the global losses, both encoders trained
     losses = model(batch, teacher.teacher_embeddings(batch), teacher_scale=teacher.logit_scale)
@@ -92,7 +92,7 @@ def test_finetuning_and_ranking_at_paper_size(files):
     torch.manual_seed(0)
     model = AMiFVQA(cfg.model, candidate_answers(40), ["yes", "no", "lung", "lesion", "left", "right"])
     n_params = sum(p.numel() for p in model.parameters())
-    assert 430e6 < n_params < 445e6, n_params  # ~439 M with Bio_ClinicalBERT's vocabulary (spec 1, 440.8 M at 30522)
+    assert 430e6 < n_params < 445e6, n_params  # ~439 M with Bio_ClinicalBERT's vocabulary
     batch = vqa_batch(model, B)
     context, cmask = model.fuse(batch["pixel_values"], batch["question_ids"], batch["question_mask"])
     assert context.shape[1:] == (batch["question_ids"].shape[1] + 325, 768) and cmask.shape == context.shape[:2]
@@ -103,6 +103,6 @@ def test_finetuning_and_ranking_at_paper_size(files):
     model.zero_grad(set_to_none=True)
     model.eval()
     ranked = model.rank(batch["pixel_values"], batch["question_ids"], batch["question_mask"])
-    assert tuple(ranked.indices.shape) == (B, 32)  # the paper's k = 32 (spec 1.4)
+    assert tuple(ranked.indices.shape) == (B, 32)  # the paper's k = 32
     assert torch.isfinite(ranked.log_likelihood).all()
     assert torch.allclose(ranked.probs.sum(1), torch.ones(B))
