@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(VENV)/bin/amif demo --out runs/demo
 
-# headless Chromium + chromedriver from the system packages for tests/test_serve_browser.py
+# headless Chromium + chromedriver from the system packages for tests/amif_train/test_serve_browser.py
 browser:
 	sh .ci/install-browser
 

@@ -4,7 +4,7 @@
    against scoring every candidate with its own decoder pass, as a naive implementation would;
 2. optimizer step: fused AdamW (used by amif) against the default AdamW, on the tiny model's parameters;
 3. question-only training step (demo config): B blank images against the one shared blank image that
-   ``collate_vqa`` now passes (same loss and gradients, tests/test_training_aids.py);
+   ``collate_vqa`` now passes (same loss and gradients, tests/amif/models/test_training_aids.py);
 4. the demo's conv stem (64 px, forward + backward on 2B images, as in a two-view pre-training step):
    contiguous (NCHW) against channels-last (NHWC) tensors, the layout ``ConvStem`` now uses; and its
    blocks as conv -> BatchNorm -> ReLU -> max-pool (the stem before) against conv -> max-pool ->

@@ -1,7 +1,7 @@
 """BiomedCLIP's loader at the released shapes: a random checkpoint in the open_clip layout with
 BiomedCLIP's sizes (ViT-B/16 at 224 px, 12-layer BERT-base with 30,522 word pieces and 512 positions,
 embed_dim 512), loaded by ``amif.teachers.load_teacher``, against the ViT / BERT equations written out
-in ``tests/test_teachers_open_clip.py``. Prints the parameter count and the largest embedding
+in ``amif.testing.biomedclip``. Prints the parameter count and the largest embedding
 differences. Needs ~3 GB of memory and ~1 GB of temporary disk.
 
     python benchmarks/check_biomedclip_full_size.py
@@ -10,17 +10,13 @@ differences. Needs ~3 GB of memory and ~1 GB of temporary disk.
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from amif.teachers import load_teacher  # noqa: E402
-from biomedclip_fixture import WORDS, write_biomedclip  # noqa: E402
-from test_teachers_open_clip import reference_image, reference_text  # noqa: E402
+from amif.teachers import load_teacher
+from amif.testing.biomedclip import WORDS, reference_image, reference_text, write_biomedclip
 
 
 def main() -> None:

@@ -1,8 +1,9 @@
-"""Fine-tuning diagnosis: a plain training loop (images cached in memory) that prints validation
-accuracy per question type and the most frequent predictions every N steps.
+"""Fine-tuning diagnosis: validation accuracy per question type and the most frequent predictions every
+N training steps.
 
-Same model, optimiser groups and schedule as ``amif finetune``, without Lightning, checkpoints or
-test evaluation, so that settings can be compared quickly (docs/demo.md, "How the demo got here").
+Trains with ``amif finetune``'s Lightning module (``VQAModule``: model, optimiser groups, schedule, loss)
+and data module, without checkpoints, logs or the test evaluation, with the training images read once
+and kept in memory, so that settings can be compared quickly (docs/demo.md, "How the demo got here").
 
     python benchmarks/diagnose_finetune.py --data /tmp/demo/data --steps 400 --every 100
     python benchmarks/diagnose_finetune.py --data /tmp/demo/data model.decoder.cross_attention_init=bert
@@ -13,41 +14,61 @@ test evaluation, so that settings can be compared quickly (docs/demo.md, "How th
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
+import lightning as L
 import torch
+from probe_image_encoder import augment  # benchmarks/ is the script's own folder, first on the import path
+from torch.utils.data import Dataset
 
-from amif.answers import exact_match, normalize_answer
+from amif.answers import exact_match
 from amif.models.vqa import AMiFVQA
 from amif_train.config import load_config
-from amif_train.finetune import build_datasets
-from amif_train.optim import adamw, param_groups, warmup_cosine
-from amif_train.vqa_module import pretrained_prefixes
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from probe_image_encoder import augment  # noqa: E402
+from amif_train.finetune import VQADataModule, build_datasets
+from amif_train.vqa_module import VQAModule
 
 LESION = ("presence", "count", "position", "size")
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo" / "finetune.yaml"
 
 
 def cache(ds) -> tuple[torch.Tensor, list[str], list[str], list[str], list[str]]:
+    """A split's images (stacked), questions, answers, question types and answer types."""
     items = [ds[i] for i in range(len(ds))]
     return (torch.stack([it["pixel_values"] for it in items]), [it["question"] for it in items],
             [it["answer"] for it in items], [it["question_type"] for it in items],
             [(it["answer_type"] or "").upper() for it in items])
 
 
+class CachedItems(Dataset):
+    """The training items, each read once through the dataset (its transform applied once), optionally
+    shifted by up to 4 px with brightness / contrast jitter each time it is served (``shift``)."""
+
+    def __init__(self, items: list[dict[str, Any]], shift: bool) -> None:
+        self.items, self.shift = items, shift
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = self.items[i]
+        if self.shift:
+            item = {**item, "pixel_values": augment(item["pixel_values"][None], flips=False)[0]}
+        return item
+
+
 def evaluate(model: AMiFVQA, val, batch: int = 64) -> tuple[dict[str, int], list[tuple[str, int]]]:
+    """Validation accuracy (%) by question type, answer type, both, LESION and ALL; top 3 predictions."""
+    was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     hits, n, preds = Counter(), Counter(), Counter()
     with torch.no_grad():
         for j in range(0, len(val[1]), batch):
             q, qm = model.tokenize_questions(val[1][j:j + batch])
-            idx = model.rank(val[0][j:j + batch], q, qm).indices[:, 0].tolist()
+            idx = model.rank(val[0][j:j + batch].to(device), q.to(device), qm.to(device)).indices[:, 0].tolist()
             for i, k in enumerate(idx):
                 pred, qt = model.answer_candidates[k], val[3][j + i]
                 ok = exact_match(pred, val[2][j + i])
@@ -56,8 +77,28 @@ def evaluate(model: AMiFVQA, val, batch: int = 64) -> tuple[dict[str, int], list
                     hits[key] += ok
                     n[key] += 1
                 preds[pred] += 1
-    model.train()
+    model.train(was_training)
     return {k: round(100 * hits[k] / n[k]) for k in sorted(n)}, preds.most_common(3)
+
+
+class Report(L.Callback):
+    """Every ``every`` optimiser steps (and at the last): mean training loss since the last report,
+    elapsed time, validation accuracies and the most frequent predictions."""
+
+    def __init__(self, val, every: int, steps: int) -> None:
+        self.val, self.every, self.steps = val, every, steps
+        self.losses: list[float] = []
+        self.t0 = time.time()
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: VQAModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self.losses.append(float(outputs["loss"]))
+        step = trainer.global_step
+        if step % self.every == 0 or step == self.steps:
+            acc, top = evaluate(module.model, self.val)
+            recent = self.losses[-self.every:]
+            print(f"step {step} loss {sum(recent) / len(recent):.3f} ({time.time() - self.t0:.0f} s) "
+                  f"val {acc} most frequent {top}", flush=True)
 
 
 def main() -> None:
@@ -81,7 +122,8 @@ def main() -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    cfg = load_config(a.config, [f"data.root={a.data}", *a.overrides])
+    extra = ["run.freeze_image_encoder=true"] if a.freeze_image_encoder else []
+    cfg = load_config(a.config, [f"data.root={a.data}", *a.overrides, *extra])
     torch.manual_seed(cfg.run.seed)
     d = build_datasets(cfg, cfg.model.image_encoder.image_size)
     model = AMiFVQA(cfg.model, d["lists"].candidates, d["lists"].vocabulary)
@@ -89,56 +131,27 @@ def main() -> None:
         model.load_encoder_weights(cfg.run.init_from)
     if a.image_encoder_state:
         model.image_encoder.load_state_dict(torch.load(a.image_encoder_state))
-    if a.freeze_image_encoder or cfg.run.freeze_image_encoder:
-        model.freeze_image_encoder()
-    if cfg.run.freeze_text_encoder:
-        model.freeze_text_encoder()
-    if cfg.run.cache_frozen_features:
-        model.cache_frozen_features()
+    module = VQAModule(model, cfg.run, d["question_types"])  # applies the run's freezing and feature caching
+
     train_ds = d["datasets"]["train"]
-    train = cache(train_ds) if not a.no_cache else (None, train_ds.questions,
-                                                        [r.answer for r in train_ds.records], None)
+    if a.no_cache:
+        if a.train_types or a.shift_augment:
+            raise SystemExit("--train-types and --shift-augment need the cached training images (no --no-cache)")
+        train: Dataset = train_ds
+    else:
+        items = [train_ds[i] for i in range(len(train_ds))]
+        if a.train_types:
+            items = [it for it in items if it["question_type"] in set(a.train_types.split(","))]
+            print(f"training on {len(items)} questions of types {a.train_types}")
+        train = CachedItems(items, a.shift_augment)
     val = cache(d["datasets"]["val"])
-    if a.train_types:
-        if a.no_cache:
-            raise SystemExit("--train-types needs the cached training images (no --no-cache)")
-        keep = [i for i, t in enumerate(train[3]) if t in set(a.train_types.split(","))]
-        train = (train[0][keep], *([col[i] for i in keep] for col in train[1:]))
-        print(f"training on {len(keep)} questions of types {a.train_types}")
-    groups = param_groups(model, cfg.run.lr, cfg.run.weight_decay, cfg.run.lr_new_modules,
-                          pretrained_prefixes=pretrained_prefixes(model, cfg.run))
-    opt = adamw(groups, cfg.run.lr, cfg.run.betas)
-    sched = warmup_cosine(opt, a.steps, cfg.run.warmup_fraction, cfg.run.min_lr)
-    b, n = cfg.run.batch_size, len(train[1])
-    g = torch.Generator().manual_seed(cfg.run.seed)
-    step, losses, t0 = 0, [], time.time()
-    model.train()
-    while step < a.steps:
-        perm = torch.randperm(n, generator=g).tolist()
-        for j in range(0, n - b + 1, b):
-            ix = perm[j:j + b]
-            q, qm = model.tokenize_questions([train[1][i] for i in ix])
-            ans, am = model.tokenize_answers([normalize_answer(train[2][i]) for i in ix])
-            pixels = (torch.stack([train_ds[i]["pixel_values"] for i in ix]) if a.no_cache
-                      else train[0][ix])
-            if a.shift_augment:
-                pixels = augment(pixels, flips=False)
-            loss = model(pixels, q, qm, ans, am)
-            opt.zero_grad()
-            loss.backward()
-            if cfg.run.gradient_clip_val:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.run.gradient_clip_val)
-            opt.step()
-            sched.step()
-            step += 1
-            losses.append(loss.item())
-            if step % a.every == 0 or step == a.steps:
-                t = time.time() - t0
-                acc, top = evaluate(model, val)
-                print(f"step {step} loss {sum(losses[-a.every:]) / len(losses[-a.every:]):.3f} ({t:.0f} s) "
-                      f"val {acc} most frequent {top}", flush=True)
-            if step >= a.steps:
-                break
+    data = VQADataModule(train, None, cfg.run.batch_size, cfg.run.eval_batch_size, 0, cfg.run.seed,
+                         collate_fn=model.collate())
+    trainer = L.Trainer(max_steps=a.steps, accelerator=cfg.run.accelerator, devices=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        gradient_clip_val=cfg.run.gradient_clip_val or None, limit_val_batches=0,
+                        num_sanity_val_steps=0, callbacks=[Report(val, a.every, a.steps)])
+    trainer.fit(module, datamodule=data)
 
 
 if __name__ == "__main__":

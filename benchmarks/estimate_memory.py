@@ -3,7 +3,7 @@
     python benchmarks/estimate_memory.py [--batch 2]
 
 Runs the forward pass of a paper-size stage-0 step, stage-1 step and fine-tuning step on the CPU under
-bf16 autocast (random weights in the real formats, benchmarks/paper_size.py) and measures the bytes the
+bf16 autocast (random weights in the released formats, ``amif.testing.paper_size``) and measures the bytes the
 autograd graph saves for the backward pass (unique storages, via ``saved_tensors_hooks``), per sample.
 With ``run.activation_checkpointing`` the saved bytes are those of the layers not recomputed, plus the
 checkpointed layers' hidden-state inputs, plus the most one layer call saves (the recompute in the
@@ -27,9 +27,16 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from amif.testing.paper_size import (
+    candidate_answers,
+    paper_overrides,
+    pretrain_batch,
+    vqa_batch,
+    write_paper_files,
+)
+from amif_train.config import PretrainConfig, load_config
 
-from paper_size import candidate_answers, load_paper_config, pretrain_batch, vqa_batch, write_paper_files  # noqa: E402
+PAPER = Path(__file__).resolve().parents[1] / "configs" / "paper"
 
 ALLOWANCE_GIB = 4.0  # CUDA context, cuBLAS / attention workspaces, fragmentation (assumed, not measured)
 
@@ -99,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="amif-mem-") as tmp:
         files = write_paper_files(Path(tmp))
-        cfg = load_paper_config("pretrain_stage0", files)
+        cfg = load_config(PAPER / "pretrain_stage0.yaml", paper_overrides(files, pretraining=True),
+                          cls=PretrainConfig)
         teacher = load_teacher(cfg.losses.teacher, "cpu")
         teacher_params = sum(p.numel() for p in teacher.model.parameters())
         model = AMiFPretrainModel(cfg.model, cfg.losses, stage=0)
@@ -130,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((f"pretrain_stage{stage} + activation_checkpointing", n, (ck_total + ck_inputs + largest) / b,
                          trainable, frozen + teacher_params))
         model = layers = None  # freed before the VQA model is built
-        cfg = load_paper_config("finetune_slake", files)
+        cfg = load_config(PAPER / "finetune_slake.yaml", paper_overrides(files, pretraining=False))
         vqa = AMiFVQA(cfg.model, candidate_answers(1000), ["yes", "no"])
         vb = vqa_batch(vqa, b)
 

@@ -3,7 +3,7 @@
     python benchmarks/gpu_check.py --out runs/gpu_check           # one GPU, bf16-mixed, ~3-5 minutes
     python benchmarks/gpu_check.py --tiny --device cpu --out DIR  # a few seconds; the test suite runs this
 
-Random weights in the real formats (benchmarks/paper_size.py): an OpenAI-layout ViT-B/16, a BERT-base folder
+Random weights in the released formats (``amif.testing.paper_size``): an OpenAI-layout ViT-B/16, a BERT-base folder
 and a BiomedCLIP-sized CLIP teacher. Measured, each with its peak GPU memory:
 
 * a stage-0 pre-training step at the paper's negative pool (256 pairs on one device);
@@ -13,8 +13,8 @@ and a BiomedCLIP-sized CLIP teacher. Measured, each with its peak GPU memory:
 * model FLOPs utilisation: FLOPs of one step from ``torch.utils.flop_counter`` over the median step time,
   against a bf16 matmul peak measured in the same run.
 
-A training step is what the Lightning modules do per batch (teacher targets, losses, backward, AdamW,
-temperature clamp), in a plain loop so it can be timed alone. On CUDA the timed steps run under
+A training step is what the Lightning modules do per batch (teacher targets, losses, backward, the
+app's AdamW parameter groups, temperature clamp), called directly so that it can be timed alone. On CUDA the timed steps run under
 ``torch.cuda.set_sync_debug_mode("warn")``, and the number of host synchronisations they report is
 recorded. Writes ``gpu_check.json`` and ``gpu_check.md`` to ``--out``.
 """
@@ -37,15 +37,18 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from paper_size import (  # noqa: E402
+from amif.testing.paper_size import (
     candidate_answers,
-    load_paper_config,
+    paper_overrides,
     pretrain_batch,
     vqa_batch,
     write_paper_files,
 )
+from amif_train.config import PretrainConfig, load_config
+from amif_train.optim import adamw, param_groups
+from amif_train.vqa_module import pretrained_prefixes
+
+PAPER = Path(__file__).resolve().parents[1] / "configs" / "paper"
 
 
 def _sync(device: torch.device) -> None:
@@ -121,15 +124,15 @@ def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-def _optimizer(model: torch.nn.Module, device: torch.device) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(params, lr=1e-5, weight_decay=0.02, betas=(0.9, 0.98), fused=device.type == "cuda")
-
-
-def training_step(model: torch.nn.Module, loss: Callable[[], torch.Tensor], device: torch.device,
+def training_step(model: torch.nn.Module, loss: Callable[[], torch.Tensor], run: Any, pretrained: tuple[str, ...],
                   after: Callable[[], Any] = lambda: None) -> tuple[Callable[[], None], Callable[[], None]]:
-    """``(step, forward_backward)``: a full optimisation step with AdamW, and its forward + backward alone."""
-    opt = _optimizer(model, device)
+    """``(step, forward_backward)``: a full optimisation step, and its forward + backward alone.
+
+    The optimiser is the one the Lightning modules build for ``run`` (``amif_train.optim``: AdamW over
+    the trainable parameters, ``pretrained`` prefixes at ``run.lr``, the others at ``run.lr_new_modules``).
+    """
+    groups = param_groups(model, run.lr, run.weight_decay, run.lr_new_modules, pretrained_prefixes=pretrained)
+    opt = adamw(groups, run.lr, run.betas)
 
     def forward_backward() -> None:
         loss().backward()
@@ -149,7 +152,7 @@ def pretrain_phases(files, device, autocast, batch_size: int, steps: int, warmup
     from amif.models.pretrain import AMiFPretrainModel
     from amif.teachers import load_teacher
 
-    cfg = load_paper_config("pretrain_stage0", files)
+    cfg = load_config(PAPER / "pretrain_stage0.yaml", paper_overrides(files, pretraining=True), cls=PretrainConfig)
     teacher = load_teacher(cfg.losses.teacher, device)
     torch.manual_seed(0)
     model = AMiFPretrainModel(cfg.model, cfg.losses, stage=0).to(device)
@@ -166,7 +169,8 @@ def pretrain_phases(files, device, autocast, batch_size: int, steps: int, warmup
     for stage, name in ((0, "stage-0 pre-training step"), (1, "stage-1 pre-training step (OT + ITM)")):
         model.set_stage(stage)
         model.train()
-        step, forward_backward = training_step(model, loss, device, after=model.clamp_temperatures)
+        step, forward_backward = training_step(model, loss, cfg.run, ("image_encoder.", "text_encoder."),
+                                               after=model.clamp_temperatures)
         out.append(measure(name, step, forward_backward, device, steps, warmup, batch_size))
         out[-1]["activation_checkpointing"] = cfg.run.activation_checkpointing
         model.zero_grad(set_to_none=True)
@@ -178,7 +182,7 @@ def finetune_phases(files, device, autocast, batch_size: int, rank_batch: int, n
     from amif.models.coattention import enable_activation_checkpointing
     from amif.models.vqa import AMiFVQA
 
-    cfg = load_paper_config("finetune_slake", files)
+    cfg = load_config(PAPER / "finetune_slake.yaml", paper_overrides(files, pretraining=False))
     torch.manual_seed(0)
     cands = candidate_answers(n_candidates)
     model = AMiFVQA(cfg.model, cands, sorted({w for c in cands for w in c.split()})).to(device)
@@ -192,7 +196,7 @@ def finetune_phases(files, device, autocast, batch_size: int, rank_batch: int, n
         with autocast():
             return model(**batch)
 
-    step, forward_backward = training_step(model, loss, device)
+    step, forward_backward = training_step(model, loss, cfg.run, pretrained_prefixes(model, cfg.run))
     out = [measure(f"fine-tuning step (batch {batch_size})", step, forward_backward, device, steps, warmup,
                    batch_size)]
     model.zero_grad(set_to_none=True)

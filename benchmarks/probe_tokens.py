@@ -6,7 +6,7 @@ training split, scored on the test split):
 1. each token's grid column from its features (is position in the tokens at all?);
 2. whether the token's patch holds a lesion centre (class-balanced loss; recall and specificity).
 
-Attention can only find a lesion's position if (2) is sharp. Used for docs/demo.md, item 10.
+Attention can only find a lesion's position if (2) is sharp. docs/demo.md reports what it found on the demo.
 
     python benchmarks/probe_tokens.py --data /tmp/demo/data \\
         --init /tmp/demo/runs/pretrain_stage0/model/model.safetensors

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from amif.data.records import VQARecord, write_records
+from amif.data.records import CaptionRecord, VQARecord, write_records
 
 # Overrides turning configs/tiny.yaml into a model that trains in seconds on CPU.
 MICRO = [
@@ -24,7 +24,9 @@ MICRO = [
 # the answers' tokens only), for tests that write many checkpoints.
 LEAN = ["run.freeze_text_encoder=true", "model.decoder.output_vocabulary=answers"]
 
-TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+REPO = Path(__file__).resolve().parents[1]  # the repository root (configs/, benchmarks/, docs/)
+CONFIGS = REPO / "configs"
+TINY_CONFIG = CONFIGS / "tiny.yaml"
 
 
 def make_shapes_dataset(root: Path, n_images: int = 24, seed: int = 0) -> Path:
@@ -112,3 +114,31 @@ def write_test_images(folder: Path) -> dict[str, Path]:
     paths["corrupt_dicom"].write_bytes(data[: len(data) // 3])
     paths["not_image"].write_text("this is not an image\n")
     return paths
+
+
+CAPTION_KINDS = ("left", "right", "upper", "lower")
+
+
+def make_caption_dataset(root: Path, per_kind: dict[str, int], seed: int = 0) -> Path:
+    """``captions_{split}.jsonl`` + PNGs: a blob whose size and quadrant the caption states."""
+    rng = random.Random(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    for split, n in per_kind.items():
+        records = []
+        for k, half in enumerate(CAPTION_KINDS):
+            for j in range(n):
+                img = Image.new("L", (64, 64), 0)
+                px = img.load()
+                for _ in range(150):  # speckle noise
+                    px[rng.randrange(64), rng.randrange(64)] = rng.randrange(0, 80)
+                a, b = rng.randint(0, 4), rng.randint(26, 31)  # a bright band over most of one half
+                box = {"left": (a, 0, b, 63), "right": (63 - b, 0, 63 - a, 63),
+                       "upper": (0, a, 63, b), "lower": (0, 63 - b, 63, 63 - a)}[half]
+                ImageDraw.Draw(img).rectangle(box, fill=rng.randint(180, 250))
+                name = f"images/{split}_{k}_{j}.png"
+                img.save(root / name)
+                caption = f"bright {half} half"
+                records.append(CaptionRecord(id=f"{split}-{k}-{j}", image=name, caption=caption, split=split))
+        rng.shuffle(records)
+        write_records(root / f"captions_{split}.jsonl", records)
+    return root

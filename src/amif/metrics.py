@@ -5,7 +5,7 @@ Groups reported by :class:`VQAAccuracy`:
 * ``overall`` - every question;
 * ``open`` / ``closed`` - by the dataset's own ``answer_type`` ("OPEN" / "CLOSED"); questions whose
   answer type is None count in ``overall`` only;
-* ``open_yesno`` / ``closed_yesno`` - the published code's rule (spec 3.5): CLOSED when the ground
+* ``open_yesno`` / ``closed_yesno`` - the published code's rule (docs/method.md#open-and-closed-questions): CLOSED when the ground
   truth normalises to exactly "yes" or "no", OPEN otherwise (every question is in one of them);
 * ``qtype/<name>`` - per question type given at construction; unknown or missing types go to
   ``qtype/other``.

@@ -11,7 +11,7 @@ worker's torch seed changes, i.e. each epoch without persistent workers) the pip
 generator from ``(seed, torch worker seed)``; the worker seed differs per worker and follows
 ``torch.manual_seed`` in the main process.
 
-Recipes (spec sections 2.1 and 3.3):
+Recipes (docs/method.md#augmentation-recipes):
 
 * :func:`build_train_transform` - VQA fine-tuning: random resized crop (scale 0.6-1) then RandAugment
   (2 ops, magnitude 7) with probability 0.8. No horizontal flip by default: left/right questions
@@ -61,7 +61,7 @@ __all__ = [
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-# Operations of the VQA fine-tuning RandAugment (spec 3.3) and of the pre-training one (spec 2.1).
+# Operations of the VQA fine-tuning RandAugment and of the pre-training one.
 RANDAUG_OPS = (
     "Identity", "AutoContrast", "Equalize", "Brightness", "Sharpness",
     "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate",
@@ -485,7 +485,7 @@ def build_train_transform(
     mean: Sequence[float] = CLIP_MEAN,
     std: Sequence[float] = CLIP_STD,
 ) -> ImageTransform:
-    """VQA fine-tuning transform (spec 3.3): crop, RandAugment with probability ``randaug_p``, (flip)."""
+    """VQA fine-tuning transform: crop, RandAugment with probability ``randaug_p``, (flip)."""
     steps: list[Step] = [RandomResizedCrop(image_size, scale)]
     if randaug_n > 0 and randaug_p > 0:
         steps.append(RandomApply(RandAugment(randaug_n, randaug_m, RANDAUG_OPS), randaug_p))
@@ -518,7 +518,7 @@ def build_pretrain_transform(
     mean: Sequence[float] = CLIP_MEAN,
     std: Sequence[float] = CLIP_STD,
 ) -> ImageTransform:
-    """Student transform of pre-training (spec 2.1); ``translate`` > 0 adds a :class:`RandomTranslate`."""
+    """Student transform of pre-training; ``translate`` > 0 adds a :class:`RandomTranslate`."""
     steps: list[Step] = [
         RandomResizedCrop(image_size, scale),
         *([RandomTranslate(translate)] if translate > 0 else []),
@@ -534,5 +534,5 @@ def build_pretrain_transform(
 def build_teacher_transform(
     image_size: int = 224, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD
 ) -> ImageTransform:
-    """Soft-label teacher input (spec 2.1): bicubic resize to ``image_size`` x ``image_size``, teacher's mean/std."""
+    """Soft-label teacher input: bicubic resize to ``image_size`` x ``image_size``, teacher's mean/std."""
     return ImageTransform([Resize(image_size)], image_size, mean, std, seed=0)

@@ -1,4 +1,5 @@
-"""Causal BERT-style answer decoder with cross-attention to the fused features (spec 1.4).
+"""Causal BERT-style answer decoder with cross-attention to the fused features
+(docs/method.md#answer-decoder).
 
 The decoder is a separate copy of a BERT-family model: post-LN layers with causal self-attention,
 and, from layer ``cross_attention_from`` on, cross-attention to the GCA output (new, randomly

@@ -1,4 +1,5 @@
-"""Two-stream co-attention fusion of question tokens and image patches (METER/M3AE style, spec 1.3).
+"""Two-stream co-attention fusion of question tokens and image patches (METER/M3AE style,
+docs/method.md#co-attention-fusion).
 
 Each layer, per stream: self-attention, cross-attention to the other stream, feed-forward, each a
 post-LayerNorm residual block. Both streams are updated in parallel from the previous layer's outputs.

@@ -1,4 +1,4 @@
-"""Gated Cross-Attention (GCA) over the answer vocabulary (spec 1.4).
+"""Gated Cross-Attention (GCA) over the answer vocabulary (docs/method.md#gated-cross-attention).
 
 The answer vocabulary, embedded with the question encoder's word embeddings, is refined by one
 self-attention + feed-forward block. The fused image+question tokens then read it by cross-attention,

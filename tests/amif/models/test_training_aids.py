@@ -2,7 +2,6 @@
 word embeddings (docs/demo.md explains why each exists)."""
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,10 +21,9 @@ from amif.models.vqa import AMiFVQA
 from amif_train.config import load_config
 from amif_train.optim import param_groups
 
-from helpers import MICRO, TINY_CONFIG, make_shapes_dataset
+from helpers import CONFIGS, MICRO, TINY_CONFIG, make_shapes_dataset
 
 CANDIDATES = ["yes", "no", "left", "right", "2"]
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def build(extra=()):

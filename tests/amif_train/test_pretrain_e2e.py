@@ -8,51 +8,20 @@ are errors naming file and row, or are skipped and counted with ``data.skip_bad`
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image, ImageDraw
 
-from amif.data.records import CaptionRecord, write_records
 from amif.errors import DataError
 from amif.models.pretrain import AMiFPretrainModel
 from amif_train.cli import main as cli_main
 from amif_train.config import PretrainConfig, load_config
 from amif_train.pretrain import run_pretrain
 
-from helpers import MICRO, write_tiny_clip
+from helpers import CAPTION_KINDS, CONFIGS, MICRO, make_caption_dataset, write_tiny_clip
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo" / "pretrain_stage0.yaml"
-KINDS = ("left", "right", "upper", "lower")
-
-
-def make_caption_dataset(root: Path, per_kind: dict[str, int], seed: int = 0) -> Path:
-    """``captions_{split}.jsonl`` + PNGs: a blob whose size and quadrant the caption states."""
-    rng = random.Random(seed)
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    for split, n in per_kind.items():
-        records = []
-        for k, half in enumerate(KINDS):
-            for j in range(n):
-                img = Image.new("L", (64, 64), 0)
-                px = img.load()
-                for _ in range(150):  # speckle noise
-                    px[rng.randrange(64), rng.randrange(64)] = rng.randrange(0, 80)
-                a, b = rng.randint(0, 4), rng.randint(26, 31)  # a bright band over most of one half
-                box = {"left": (a, 0, b, 63), "right": (63 - b, 0, 63 - a, 63),
-                       "upper": (0, a, 63, b), "lower": (0, 63 - b, 63, 63 - a)}[half]
-                ImageDraw.Draw(img).rectangle(box, fill=rng.randint(180, 250))
-                name = f"images/{split}_{k}_{j}.png"
-                img.save(root / name)
-                caption = f"bright {half} half"
-                records.append(CaptionRecord(id=f"{split}-{k}-{j}", image=name, caption=caption, split=split))
-        rng.shuffle(records)
-        write_records(root / f"captions_{split}.jsonl", records)
-    return root
-
-
+CONFIG = CONFIGS / "demo" / "pretrain_stage0.yaml"
 def _overrides(root: Path, out: Path, *extra: str) -> list[str]:
     return MICRO + [
         f"data.root={root}", f"run.output_dir={out}", "data.num_workers=0", "run.accelerator=cpu",
@@ -79,7 +48,7 @@ def stage0(dataset, tmp_path_factory):
 
 def test_stage0_improves_retrieval(stage0):
     out, summary = stage0
-    chance = 1 / len(KINDS)  # a quarter of the held-out captions match an image's kind
+    chance = 1 / len(CAPTION_KINDS)  # a quarter of the held-out captions match an image's kind
     initial, final = summary["initial"], summary["final"]
     r1_before = (initial["i2t_r1"] + initial["t2i_r1"]) / 2
     r1_after = (final["i2t_r1"] + final["t2i_r1"]) / 2

@@ -18,15 +18,14 @@ from safetensors.torch import load_file
 
 from amif.data.records import CaptionRecord, read_caption_records, write_records
 from amif.errors import DataError
+from amif.testing.biomedclip import write_biomedclip
 from amif_train.cli import main as cli_main
 from amif_train.config import PretrainConfig, load_config
 from amif_train.pretrain import run_pretrain
-from biomedclip_fixture import write_biomedclip
-from test_pretrain_e2e import make_caption_dataset
 
-from helpers import MICRO
+from helpers import CONFIGS, MICRO, make_caption_dataset
 
-PAPER = Path(__file__).resolve().parents[1] / "configs" / "paper" / "pretrain_stage0.yaml"
+PAPER = CONFIGS / "paper" / "pretrain_stage0.yaml"
 
 
 @pytest.fixture(scope="module")

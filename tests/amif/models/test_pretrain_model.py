@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,9 +17,8 @@ from amif.models.vqa import AMiFVQA
 from amif_train.config import PretrainConfig, load_config
 from amif_train.optim import param_groups
 
-from helpers import MICRO, TINY_CONFIG
+from helpers import CONFIGS, MICRO, TINY_CONFIG
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 B = 6
 
 

@@ -26,8 +26,6 @@ from amif_train.resume import EpochSampler, KeyedItems, rng_states, set_rng_stat
 
 from helpers import LEAN, MICRO, TINY_CONFIG, make_shapes_dataset
 
-TESTS = Path(__file__).resolve().parent
-
 
 class KillAt(L.Callback):
     """SIGKILL this process right after optimizer step ``step`` (no clean-up runs: a real crash)."""
@@ -60,8 +58,6 @@ def pretrain_cfg(root: Path, out: Path, every: int = 2):
 
 
 KILL_SCRIPT = """
-import sys
-sys.path.insert(0, {tests!r})
 from pathlib import Path
 from test_resume import KillAt, {make}, {run}
 {run}({make}(Path({root!r}), Path({out!r})), callbacks=[KillAt({step})])
@@ -69,10 +65,12 @@ from test_resume import KillAt, {make}, {run}
 
 
 def kill_at(step: int, make: str, run: str, root: Path, out: Path) -> None:
-    code = KILL_SCRIPT.format(tests=str(TESTS), make=make, run=run, root=str(root), out=str(out), step=step)
+    code = KILL_SCRIPT.format(make=make, run=run, root=str(root), out=str(out), step=step)
     # the killed run computes with as many threads as this process's uninterrupted and resumed runs:
     # float sums differ in their last bits between thread counts
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    # the child imports this test module and its helpers from where this process found them
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
 
@@ -117,7 +115,7 @@ def test_finetune_killed_mid_epoch_resumes_bit_exactly(tmp_path):
 
 
 def test_pretrain_killed_mid_epoch_resumes_bit_exactly(tmp_path):
-    from test_pretrain_e2e import make_caption_dataset
+    from helpers import make_caption_dataset
 
     root = make_caption_dataset(tmp_path / "data", {"train": 8, "val": 3})  # 32 pairs: 4 steps per epoch
     run_pretrain(pretrain_cfg(root, tmp_path / "base", every=0))

@@ -12,7 +12,7 @@ from amif_train.config import (
     per_device_batch_size,
 )
 
-from helpers import TINY_CONFIG
+from helpers import CONFIGS, TINY_CONFIG
 
 
 def test_per_device_batch_from_the_global_batch():
@@ -49,9 +49,8 @@ def test_count_devices():
     ("finetune_slake", 1, 48), ("finetune_pathvqa", 2, 24),
 ])
 def test_paper_configs_keep_the_paper_batch_on_any_device_count(name, devices, per_device):
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "configs" / "paper" / f"{name}.yaml"
+    path = CONFIGS / "paper" / f"{name}.yaml"
     cls = PretrainConfig if name.startswith("pretrain") else None
     overrides = [f"run.devices={devices}"]
     cfg = load_config(path, overrides, cls=cls) if cls else load_config(path, overrides)

@@ -3,82 +3,19 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import torch
 
 from amif.errors import CheckpointError
 from amif.teachers import OpenCLIPTeacher, load_teacher
+from amif.testing.biomedclip import reference_image, reference_text, write_biomedclip
 from amif_train.cli import main as cli_main
-from biomedclip_fixture import write_biomedclip
 
 
 @pytest.fixture(autouse=True)
 def _one_thread():
     torch.set_num_threads(1)  # conftest restores the count after each test
-
-
-def _ln(x, s, key, eps):
-    return torch.nn.functional.layer_norm(x, x.shape[-1:], s[f"{key}.weight"], s[f"{key}.bias"], eps)
-
-
-def _lin(x, s, key):
-    y = x @ s[f"{key}.weight"].T
-    return y + s[f"{key}.bias"] if f"{key}.bias" in s else y
-
-
-def _attention(q, k, v, heads, key_mask=None):
-    """softmax(Q Kᵀ / √d) V per head, written out (no SDPA)."""
-    b, n, d = q.shape
-    split = [t.view(b, -1, heads, d // heads).transpose(1, 2) for t in (q, k, v)]
-    scores = split[0] @ split[1].transpose(-1, -2) / math.sqrt(d // heads)
-    if key_mask is not None:
-        scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
-    return (scores.softmax(-1) @ split[2]).transpose(1, 2).reshape(b, n, d)
-
-
-def reference_image(s, pixels, heads):
-    """timm ViT (pre-norm, eps 1e-6, GELU, fused qkv) -> normed class token -> head.proj -> L2."""
-    t = "visual.trunk."
-    w = s[f"{t}patch_embed.proj.weight"]
-    p = w.shape[-1]
-    b, _, hh, ww = pixels.shape
-    patches = pixels.unfold(2, p, p).unfold(3, p, p).permute(0, 2, 3, 1, 4, 5).reshape(b, -1, 3 * p * p)
-    x = patches @ w.reshape(w.shape[0], -1).T + s[f"{t}patch_embed.proj.bias"]
-    x = torch.cat([s[f"{t}cls_token"].expand(b, -1, -1), x], 1) + s[f"{t}pos_embed"]
-    i = 0
-    while f"{t}blocks.{i}.norm1.weight" in s:
-        k = f"{t}blocks.{i}."
-        q, kk, v = _lin(_ln(x, s, k + "norm1", 1e-6), s, k + "attn.qkv").chunk(3, dim=-1)
-        x = x + _lin(_attention(q, kk, v, heads), s, k + "attn.proj")
-        h = _lin(_ln(x, s, k + "norm2", 1e-6), s, k + "mlp.fc1")
-        x = x + _lin(0.5 * h * (1 + torch.erf(h / math.sqrt(2))), s, k + "mlp.fc2")
-        i += 1
-    cls = _ln(x, s, f"{t}norm", 1e-6)[:, 0]
-    return torch.nn.functional.normalize(cls @ s["visual.head.proj.weight"].T, dim=-1)
-
-
-def reference_text(s, ids, mask, heads):
-    """BERT (post-norm, eps 1e-12, GELU) -> last hidden state at [CLS] -> Linear, GELU, Linear -> L2."""
-    t = "text.transformer."
-    n = ids.shape[1]
-    x = (s[f"{t}embeddings.word_embeddings.weight"][ids] + s[f"{t}embeddings.position_embeddings.weight"][:n]
-         + s[f"{t}embeddings.token_type_embeddings.weight"][0])
-    x = _ln(x, s, f"{t}embeddings.LayerNorm", 1e-12)
-    i = 0
-    while f"{t}encoder.layer.{i}.attention.self.query.weight" in s:
-        k = f"{t}encoder.layer.{i}."
-        q, kk, v = (_lin(x, s, k + f"attention.self.{n}") for n in ("query", "key", "value"))
-        x = _ln(x + _lin(_attention(q, kk, v, heads, mask.bool()), s, k + "attention.output.dense"), s,
-                k + "attention.output.LayerNorm", 1e-12)
-        h = _lin(x, s, k + "intermediate.dense")
-        x = _ln(x + _lin(0.5 * h * (1 + torch.erf(h / math.sqrt(2))), s, k + "output.dense"), s,
-                k + "output.LayerNorm", 1e-12)
-        i += 1
-    h = x[:, 0] @ s["text.proj.0.weight"].T
-    h = 0.5 * h * (1 + torch.erf(h / math.sqrt(2)))
-    return torch.nn.functional.normalize(h @ s["text.proj.2.weight"].T, dim=-1)
 
 
 @pytest.fixture(scope="module")

@@ -2,16 +2,17 @@
 
 import json
 import math
+import subprocess
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-import gpu_check  # noqa: E402
+from helpers import REPO
 
 
 def test_gpu_check_tiny_writes_a_complete_report(tmp_path):
-    assert gpu_check.main(["--tiny", "--device", "cpu", "--steps", "2", "--warmup", "1", "--out", str(tmp_path)]) == 0
+    cmd = [sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--tiny", "--device", "cpu", "--steps", "2",
+           "--warmup", "1", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     names = [r["name"] for r in report["results"]]
     assert names[:2] == ["stage-0 pre-training step", "stage-1 pre-training step (OT + ITM)"]

@@ -1,4 +1,4 @@
-"""``amif serve``'s request handler and example picker, without a browser (tests/test_serve_browser.py has one)."""
+"""``amif serve``'s request handler and example picker, without a browser (tests/amif_train/test_serve_browser.py has one)."""
 
 from __future__ import annotations
 
