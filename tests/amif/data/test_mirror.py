@@ -52,3 +52,28 @@ def test_dataset_flips_only_the_copies(tmp_path):
     assert torch.equal(mirrored, plain.flip(-1)) and not torch.equal(mirrored, plain)
     assert plain[0, 0, 0] > plain[0, 0, -1] and mirrored[0, 0, -1] > mirrored[0, 0, 0]
     assert ds[2]["answer"] == "left"
+
+
+def test_finetune_datasets_add_copies_only_when_asked(tmp_path):
+    from amif.config import load_config
+    from amif.data.records import load_split, write_records
+    from amif_train.finetune import build_datasets
+
+    from helpers import TINY_CONFIG, make_shapes_dataset
+
+    root = make_shapes_dataset(tmp_path / "shapes")
+    train = load_split(root, "train")
+    for r in train:
+        r.extra["axes"] = {"horizontal": "lr", "vertical": "ud"}
+    write_records(root / "train.jsonl", train)
+    base = [f"data.root={root}", "data.augment.enabled=false"]  # no random crops: pixels comparable
+    plain = build_datasets(load_config(TINY_CONFIG, base), 32)["datasets"]["train"]
+    doubled = build_datasets(load_config(TINY_CONFIG, [*base, "data.mirror_train=true"]), 32)
+    ds = doubled["datasets"]["train"]
+    assert len(plain) == len(train) and len(ds) == 2 * len(train)
+    assert len(doubled["datasets"]["val"]) == len(load_split(root, "val"))  # evaluation splits: never mirrored
+    k = len(train)
+    assert ds[k]["qid"] == train[0].qid + "#mirror"
+    assert torch.equal(ds[k]["pixel_values"], ds[0]["pixel_values"].flip(-1))
+    want = {"left": "right", "right": "left"}.get(train[0].answer, train[0].answer)
+    assert ds[k]["answer"] == want
