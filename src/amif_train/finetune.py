@@ -16,6 +16,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
+from amif.data.mirror import with_mirrored_copies
 from amif.data.records import load_split, split_file
 from amif.data.transforms import build_eval_transform, build_train_transform
 from amif.data.vqa_dataset import VQADataset
@@ -60,8 +61,12 @@ def build_datasets(cfg: FinetuneConfig, image_size: int) -> dict[str, Any]:
     eval_tf = build_eval_transform(image_size)
     kw = {"image_size": image_size, "blank_images": d.blank_images}
     train_records = recs["train"] + (recs["val"] if d.train_on_val else [])
+    train_flip = None
+    if d.mirror_train:
+        train_records, train_flip = with_mirrored_copies(train_records)
     datasets = {
-        "train": VQADataset(root, train_records, train_tf, source=str(split_file(root, d.train_split)), **kw),
+        "train": VQADataset(root, train_records, train_tf, source=str(split_file(root, d.train_split)),
+                            flip=train_flip, **kw),
         "val": VQADataset(root, recs["val"], eval_tf, source=str(split_file(root, d.val_split)), **kw),
         "test": VQADataset(root, recs["test"], eval_tf, source=str(split_file(root, d.test_split)), **kw),
     }

@@ -39,6 +39,9 @@ class DataConfig:
     protocol: str = "clean"  # "clean" (train+val vocabulary) or "paper" (leaky, as published code)
     train_on_val: bool = False  # clean protocol only: fold val into training (no model selection then)
     blank_images: bool = False  # question-only baseline: every image is replaced by a blank one
+    # add a left-right mirrored copy of every training record whose extra.axes names its horizontal
+    # axis, with that axis's words swapped in question and answer (amif.data.mirror)
+    mirror_train: bool = False
     num_workers: int = 0
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
 

@@ -19,6 +19,8 @@ from amif.errors import DataError
 class VQADataset(Dataset):
     """Items are dicts: ``pixel_values`` [3, H, W], ``image`` (the record's image path), ``question``,
     ``answer``, ``qid``, ``answer_type``, ``question_type``. With ``blank_images`` every image is a constant (the question-only baseline).
+    ``flip[i]`` true mirrors record ``i``'s image left to right (the mirrored copies of
+    :mod:`amif.data.mirror`).
 
     Missing images and empty questions are reported at construction, naming the file and record.
     """
@@ -32,6 +34,7 @@ class VQADataset(Dataset):
         image_size: int,
         blank_images: bool = False,
         source: str | None = None,
+        flip: Sequence[bool] | None = None,
     ):
         self.root = Path(root)
         self.records = list(records)
@@ -39,6 +42,9 @@ class VQADataset(Dataset):
         self.image_size = image_size
         self.blank_images = blank_images
         self.source = source or str(self.root)
+        self.flip = list(flip) if flip is not None else [False] * len(self.records)
+        if len(self.flip) != len(self.records):
+            raise ValueError(f"flip has {len(self.flip)} entries for {len(self.records)} records")
         self.questions = []
         for r in self.records:
             try:
@@ -63,6 +69,8 @@ class VQADataset(Dataset):
                 pixels = self.transform(load_image(path))
             except DataError as e:
                 raise DataError(str(e), path=self.source, record=f"qid {r.qid!r}") from e
+            if self.flip[index]:
+                pixels = pixels.flip(-1)
         return {
             "pixel_values": pixels,
             "blank": self.blank_images,
