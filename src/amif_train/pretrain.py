@@ -231,7 +231,8 @@ def _run(cfg: PretrainConfig, out: Path, last: Path | None, say: _RunLog, callba
     model = _build_model(cfg, say)
     if count_devices(cfg.run) > 1:  # equal caption shapes on every process without a per-step all-reduce
         model.fixed_caption_length = cfg.data.max_caption_tokens
-    collate = PretrainCollate(model.tokenizer, cfg.data.max_caption_tokens)
+    collate = PretrainCollate(model.tokenizer, cfg.data.max_caption_tokens,
+                              teacher.caption_tokenizer() if teacher is not None else None)
     nw = cfg.data.num_workers
     loader_kw = {"collate_fn": collate, "num_workers": nw, "persistent_workers": nw > 0}
     # order and augmentations are functions of (seed, epoch, position): a resumed run sees the same batches

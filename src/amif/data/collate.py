@@ -8,7 +8,7 @@ stacks a VQA batch without tokenising it (evaluation and inference tokenise with
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -94,12 +94,15 @@ class PretrainCollate:
     ``input_ids``/``attention_mask``, and keeps ``caption``, ``id``, ``id2``, ``corpus`` (lists), ``index``,
     ``caption_key`` (LongTensors; equal captions have equal keys, for retrieval positives and for
     keeping duplicates out of the hard negatives) and ``study_key`` (equal for the views of one study of
-    one corpus).
+    one corpus). With ``teacher_tokenizer`` (a teacher's ``caption_tokenizer()``), ``teacher_tokens`` holds
+    each caption's unpadded teacher tokens, so that an online teacher's tokenisation also runs here.
     """
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int = 120) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int = 120,
+                 teacher_tokenizer: Callable[[str], Mapping[str, Sequence[int]]] | None = None) -> None:
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.teacher_tokenizer = teacher_tokenizer
 
     def __call__(self, items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if not items:
@@ -111,6 +114,8 @@ class PretrainCollate:
         captions = [str(it["caption"]) for it in items]
         out["input_ids"], out["attention_mask"] = tokenize(self.tokenizer, captions, self.max_length)
         out["caption"] = captions
+        if self.teacher_tokenizer is not None:
+            out["teacher_tokens"] = [self.teacher_tokenizer(c) for c in captions]
         out["id"] = [str(it.get("id", i)) for i, it in enumerate(items)]
         out["id2"] = [str(it.get("id2", it.get("id", i))) for i, it in enumerate(items)]
         out["index"] = torch.tensor([int(it.get("index", i)) for i, it in enumerate(items)], dtype=torch.long)

@@ -15,17 +15,54 @@ from __future__ import annotations
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from amif.data.transforms import CLIP_MEAN, CLIP_STD
-from amif.errors import CheckpointError, DataError
+from amif.errors import AmifError, CheckpointError, DataError
 
 DEFAULT_TEXT_TOKENS = 120
 
 TeacherEmbeddings = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+Encoding = Mapping[str, Sequence[int]]
+"""One caption's teacher tokens, unpadded: ``input_ids``, ``attention_mask`` (and ``token_type_ids``)."""
+
+
+@dataclass(frozen=True)
+class CaptionTokenizer:
+    """One caption -> its teacher tokens (truncated to ``max_length``, not padded).
+
+    Picklable, so that the pre-training collate runs it in the DataLoader workers; the teacher pads the
+    tokens of the captions it encodes together (:func:`pad_encodings`), which gives the same ids and
+    masks as tokenising those captions in one padded call.
+    """
+
+    tokenizer: Any
+    max_length: int
+
+    def __call__(self, caption: str) -> dict[str, list[int]]:
+        enc = self.tokenizer(str(caption), truncation=True, max_length=self.max_length)
+        return {k: list(v) for k, v in enc.items()}
+
+
+def pad_encodings(encodings: Sequence[Encoding], pad_id: int, side: str = "right") -> dict[str, torch.Tensor]:
+    """Pad unpadded encodings to the longest: ``input_ids`` with ``pad_id``, every other field with 0."""
+    if not encodings:
+        raise ValueError("no texts to encode")
+    n = max(len(e["input_ids"]) for e in encodings)
+    out = {}
+    for key in encodings[0]:
+        fill = pad_id if key == "input_ids" else 0
+        rows = []
+        for e in encodings:
+            row, pad = list(e[key]), [fill] * (n - len(e[key]))
+            rows.append(pad + row if side == "left" else row + pad)
+        out[key] = torch.tensor(rows, dtype=torch.long)
+    return out
+
 
 def features(out: Any) -> torch.Tensor:
     """The embedding tensor from what ``get_*_features`` returned (a tensor or a model output)."""
@@ -87,9 +124,34 @@ class Teacher(ABC):
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``[B, 3, H, W]`` teacher-preprocessed images -> ``[B, D]`` L2-normalised embeddings."""
 
-    @abstractmethod
+    def caption_tokenizer(self) -> CaptionTokenizer | None:
+        """What the data workers run on each caption for :meth:`encode_tokens` (the batch's
+        ``teacher_tokens``); None for a teacher that reads no caption tokens."""
+        tokenizer = getattr(self, "tokenizer", None)
+        length = int(getattr(self, "max_length", DEFAULT_TEXT_TOKENS))
+        return CaptionTokenizer(tokenizer, length) if tokenizer is not None else None
+
+    def pad(self, encodings: Sequence[Encoding]) -> dict[str, torch.Tensor]:
+        """``encodings`` padded as the teacher's tokenizer pads (side and pad id)."""
+        tokenizer = self.tokenizer  # type: ignore[attr-defined]
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        return pad_encodings(encodings, int(pad_id), getattr(tokenizer, "padding_side", "right"))
+
+    def encode_tokens(self, encodings: Sequence[Encoding]) -> torch.Tensor:
+        """Captions tokenised by :meth:`caption_tokenizer` -> ``[B, D]`` L2-normalised embeddings."""
+        raise AmifError(f"teacher {self.name!r} does not encode caption tokens")
+
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """Captions (already cleaned) -> ``[B, D]`` L2-normalised embeddings."""
+        tokenize = self.caption_tokenizer()
+        if tokenize is None:
+            raise AmifError(f"teacher {self.name!r} cannot encode new texts")
+        return self.encode_tokens([tokenize(t) for t in text_list(texts)])
+
+    def batch_text_embeddings(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        """The batch's caption embeddings, from its ``teacher_tokens`` when the collate made them."""
+        tokens = batch.get("teacher_tokens")
+        return self.encode_tokens(tokens) if tokens is not None else self.encode_texts(batch_texts(batch))
 
     def teacher_embeddings(self, batch: Mapping[str, Any]) -> TeacherEmbeddings:
         """``(u_view1, u_view2, v_text)`` for a collated pre-training batch."""
@@ -101,7 +163,7 @@ class Teacher(ABC):
                 )
         u1 = self.encode_images(batch["teacher_image1"])
         u2 = self.encode_images(batch["teacher_image2"])
-        return u1, u2, self.encode_texts(batch_texts(batch))
+        return u1, u2, self.batch_text_embeddings(batch)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, logit_scale={self.logit_scale:.4g})"

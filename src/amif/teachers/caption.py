@@ -18,13 +18,12 @@ from amif.errors import AmifError, CheckpointError
 from amif.extras import require
 from amif.teachers.base import (
     DEFAULT_TEXT_TOKENS,
+    Encoding,
     Teacher,
     TeacherEmbeddings,
-    batch_texts,
     call_params,
     check_model_folder,
     freeze,
-    text_list,
 )
 
 __all__ = ["CaptionSimilarityTeacher"]
@@ -93,14 +92,12 @@ class CaptionSimilarityTeacher(Teacher):
                         "embedding of the sample's caption (use teacher_embeddings(batch))")
 
     @torch.no_grad()
-    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        texts = text_list(texts)
+    def encode_tokens(self, encodings: Sequence[Encoding]) -> torch.Tensor:
         if self.model.training:
             self.model.eval()
         chunks = []
-        for i in range(0, len(texts), self.batch_size):
-            tok = self.tokenizer(texts[i:i + self.batch_size], padding=True, truncation=True,
-                                 max_length=self.max_length, return_tensors="pt")
+        for i in range(0, len(encodings), self.batch_size):
+            tok = self.pad(encodings[i:i + self.batch_size])
             kwargs = {k: v.to(self._device) for k, v in tok.items() if k in self._text_args}
             hidden = self.model(**kwargs).last_hidden_state.float()
             mask = kwargs["attention_mask"].unsqueeze(-1).float()
@@ -109,6 +106,6 @@ class CaptionSimilarityTeacher(Teacher):
         return torch.cat(chunks)
 
     def teacher_embeddings(self, batch: Mapping[str, Any]) -> TeacherEmbeddings:
-        v = self.encode_texts(batch_texts(batch))
+        v = self.batch_text_embeddings(batch)
         return v, v, v
 

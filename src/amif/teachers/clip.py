@@ -19,13 +19,13 @@ from amif.data.transforms import CLIP_MEAN, CLIP_STD
 from amif.errors import CheckpointError
 from amif.teachers.base import (
     DEFAULT_TEXT_TOKENS,
+    Encoding,
     Teacher,
     call_params,
     check_model_folder,
     features,
     freeze,
     image_batch,
-    text_list,
 )
 
 __all__ = ["CLIPTeacher"]
@@ -171,11 +171,10 @@ class CLIPTeacher(Teacher):
         return F.normalize(features(out).float(), dim=-1)
 
     @torch.no_grad()
-    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        texts = text_list(texts)
+    def encode_tokens(self, encodings: Sequence[Encoding]) -> torch.Tensor:
         if self.model.training:
             self.model.eval()
-        tok = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        tok = self.pad(encodings)
         kwargs = {k: v.to(self._device) for k, v in tok.items() if k in self._text_args}
         out = self.model.get_text_features(**kwargs)
         return F.normalize(features(out).float(), dim=-1)

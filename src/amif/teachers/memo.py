@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from amif.teachers.base import Teacher, TeacherEmbeddings, batch_texts
+from amif.teachers.base import CaptionTokenizer, Encoding, Teacher, TeacherEmbeddings, batch_texts
 from amif.teachers.caption import CaptionSimilarityTeacher
 
 __all__ = ["MemoCaptionTeacher"]
@@ -39,14 +39,31 @@ class MemoCaptionTeacher(Teacher):
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.inner.encode_images(pixel_values)
 
-    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        texts = [str(t) for t in texts]
+    def caption_tokenizer(self) -> CaptionTokenizer | None:
+        return self.inner.caption_tokenizer()
+
+    def _embed(self, texts: list[str], encodings: Sequence[Encoding] | None) -> torch.Tensor:
+        """Embeddings of ``texts``; the captions not memoised yet are encoded, from ``encodings``
+        (the same captions' tokens) when given, else from their text."""
         new = list(dict.fromkeys(t for t in texts if t not in self._memo))
         if new:
-            for t, e in zip(new, self.inner.encode_texts(new)):
+            if encodings is not None:
+                first = {}
+                for t, e in zip(texts, encodings):
+                    first.setdefault(t, e)
+                vectors = self.inner.encode_tokens([first[t] for t in new])
+            else:
+                vectors = self.inner.encode_texts(new)
+            for t, e in zip(new, vectors):
                 self._memo[t] = e.float()
         return torch.stack([self._memo[t] for t in texts])
 
+    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        return self._embed([str(t) for t in texts], None)
+
+    def encode_tokens(self, encodings: Sequence[Encoding]) -> torch.Tensor:
+        return self.inner.encode_tokens(encodings)
+
     def teacher_embeddings(self, batch: Mapping[str, Any]) -> TeacherEmbeddings:
-        v = self.encode_texts(batch_texts(batch))
+        v = self._embed(batch_texts(batch), batch.get("teacher_tokens"))
         return v, v, v

@@ -41,7 +41,7 @@ from torch import nn
 from amif.data.transforms import CLIP_MEAN, CLIP_STD
 from amif.errors import CheckpointError, DataError
 from amif.safe_io import load_safetensors, load_torch_file
-from amif.teachers.base import Teacher, freeze, image_batch, text_list
+from amif.teachers.base import Encoding, Teacher, freeze, image_batch
 
 __all__ = ["OPEN_CLIP_CONFIG", "OpenCLIPTeacher", "is_open_clip_folder", "read_open_clip_config"]
 
@@ -474,8 +474,7 @@ class OpenCLIPTeacher(Teacher):
         return F.normalize(self.vision(pixel_values.to(self._device, torch.float32)).float(), dim=-1)
 
     @torch.no_grad()
-    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        texts = text_list(texts)
-        tok = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+    def encode_tokens(self, encodings: Sequence[Encoding]) -> torch.Tensor:
+        tok = self.pad(encodings)
         out = self.text(tok["input_ids"].to(self._device), tok["attention_mask"].to(self._device))
         return F.normalize(out.float(), dim=-1)

@@ -55,8 +55,8 @@ def test_dataset_flips_only_the_copies(tmp_path):
 
 
 def test_finetune_datasets_add_copies_only_when_asked(tmp_path):
-    from amif_train.config import load_config
     from amif.data.records import load_split, write_records
+    from amif_train.config import load_config
     from amif_train.finetune import build_datasets
 
     from helpers import TINY_CONFIG, make_shapes_dataset
