@@ -21,11 +21,11 @@ from typing import Any
 
 import lightning as L
 import torch
-from probe_image_encoder import augment  # benchmarks/ is the script's own folder, first on the import path
 from torch.utils.data import Dataset
 
 from amif.answers import exact_match
 from amif.models.vqa import AMiFVQA
+from amif_demo.augment import augment
 from amif_train.config import load_config
 from amif_train.finetune import VQADataModule, build_datasets
 from amif_train.vqa_module import VQAModule

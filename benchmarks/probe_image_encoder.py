@@ -30,6 +30,7 @@ from amif.data.images import load_image
 from amif.data.transforms import build_eval_transform
 from amif.models.config import ImageEncoderConfig
 from amif.models.image_encoder import ImageEncoder
+from amif_demo.augment import augment
 
 
 def load(root: Path, split: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,20 +53,6 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).flatten(2).transpose(1, 2)
-
-
-def augment(x: torch.Tensor, shift: int = 4, jitter: float = 0.2, flips: bool = True) -> torch.Tensor:
-    """Count-preserving augmentation: shift by up to ``shift`` px (background padding), random
-    horizontal / vertical flips (``flips``), brightness and contrast jitter (flips change left/right)."""
-    b, _, h, w = x.shape
-    padded = F.pad(x, (shift,) * 4, value=float(x.min()))
-    offs = torch.randint(0, 2 * shift + 1, (b, 2)).tolist()
-    x = torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offs)])
-    for dim in (-1, -2) if flips else ():
-        flip = torch.rand(b) < 0.5
-        x[flip] = x[flip].flip(dim)
-    scale = 1 + jitter * (2 * torch.rand(b, 1, 1, 1) - 1)
-    return x * scale + jitter * (2 * torch.rand(b, 1, 1, 1) - 1)
 
 
 def main() -> None:
