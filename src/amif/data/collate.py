@@ -96,6 +96,12 @@ class PretrainCollate:
     keeping duplicates out of the hard negatives) and ``study_key`` (equal for the views of one study of
     one corpus). With ``teacher_tokenizer`` (a teacher's ``caption_tokenizer()``), ``teacher_tokens`` holds
     each caption's unpadded teacher tokens, so that an online teacher's tokenisation also runs here.
+
+    When at least one item has a ``negative_caption`` (a counterfactual caption of its image), the batch
+    also has ``negative_ids``/``negative_mask`` (one row per item; an item without one gets an empty
+    caption), ``negative_valid`` (bool [B]: whether the row is a real negative) and ``negative_key``
+    (caption keys of the rows), for the counterfactual image-text matching pairs
+    (``losses.itm_counterfactuals``). A batch without any has none of these keys.
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int = 120,
@@ -123,4 +129,10 @@ class PretrainCollate:
         out["corpus"] = [str(it.get("corpus", "")) for it in items]
         studies = [f"{c}\x1f{it.get('study_id', it.get('id', i))}" for i, (c, it) in enumerate(zip(out["corpus"], items))]
         out["study_key"] = torch.tensor([caption_key(k) for k in studies], dtype=torch.long)
+        negatives = [it.get("negative_caption") for it in items]
+        if any(negatives):
+            texts = [str(n) if n else "" for n in negatives]
+            out["negative_ids"], out["negative_mask"] = tokenize(self.tokenizer, texts, self.max_length)
+            out["negative_valid"] = torch.tensor([bool(n) for n in negatives], dtype=torch.bool)
+            out["negative_key"] = torch.tensor([caption_key(t) for t in texts], dtype=torch.long)
         return out

@@ -587,7 +587,11 @@ class PretrainDataset(Dataset):
     - ``id``, ``id2``: record ids of the two views (a teacher cache is looked up by them);
     - ``study_id``: the group key (the record's ``study_id``, or its id when it has none);
     - ``corpus``: the ``corpus`` name given here (teacher-cache rows and study ids are keyed by it);
-    - ``index``: the item index.
+    - ``index``: the item index;
+    - ``negative_caption``: one of view 1's ``extra["negative_captions"]`` (counterfactual captions of the
+      same image, e.g. its lesion side exchanged; docs/data-format.md), cleaned; only when the record has
+      one. The choice uses a generator of its own, so that records with negatives leave the view draws
+      unchanged.
 
     Captions are cleaned at construction; an empty one raises :class:`DataError` or, with
     ``skip_bad=True``, is skipped and counted in ``self.skipped``. With ``validate=True`` every image
@@ -630,6 +634,7 @@ class PretrainDataset(Dataset):
             if not multi_view:
                 groups = [[r] for g in groups for r in g]
         self._captions: dict[int, str] = {}
+        self._negative_rng = random.Random(0)  # which counterfactual caption an item gets
         kept: list[list[CaptionRecord]] = []
         for g in groups:
             keep = [r for r in g if self._check(r, validate, skip_bad)]
@@ -685,4 +690,19 @@ class PretrainDataset(Dataset):
             out["teacher_image2"] = self.teacher_transform(img2)
         out.update(caption=self.caption(r1), id=r1.id, id2=r2.id, study_id=r1.study_id or r1.id, index=index,
                    corpus=self.corpus)
+        negative = self.negative_caption(r1)
+        if negative is not None:
+            out["negative_caption"] = negative
         return out
+
+    def negative_caption(self, r: CaptionRecord) -> str | None:
+        """One counterfactual caption of a record (``extra["negative_captions"]``), cleaned, or None (none
+        given, or empty after cleaning)."""
+        negatives = (r.extra or {}).get("negative_captions")
+        if not negatives:
+            return None
+        pick = negatives[self._negative_rng.randrange(len(negatives))] if len(negatives) > 1 else negatives[0]
+        try:
+            return clean_caption(str(pick), self.max_words)
+        except ValueError:
+            return None

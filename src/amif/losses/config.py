@@ -19,6 +19,9 @@ class LossConfig:
     utgc: bool = True  # text-text relational distillation
     wpa: bool = True  # optimal-transport word-patch alignment (stage >= 1)
     itm: bool = True  # image-text matching with hard negatives (stage >= 1)
+    # ITM also scores each image against its record's counterfactual caption (extra.negative_captions,
+    # e.g. the lesion sides exchanged) as not matching, so the fusion has to check the caption's details
+    itm_counterfactuals: bool = False
     image_pooling: str = "cls"  # global image feature: cls (paper) | mean of all tokens | max over the patch tokens
     text_pooling: str = "cls"  # global text feature: cls (paper) | mean of the real tokens
     teacher: str = "caption"  # caption | <open_clip folder> | <CLIP model folder> | <cache .safetensors> | none

@@ -11,7 +11,11 @@ local batch of ``B`` pairs and ``N = world_size * B`` gathered pairs:
 * ``wpa`` (stage >= 1): optimal-transport word-patch distance between the fused tokens of the positive
   pairs, times ``wpa_weight``;
 * ``itm`` (stage >= 1): matching / not matching over 3B pairs: the B positives, one hard-negative text per
-  image and one hard-negative image per text, drawn from the whole gathered batch.
+  image and one hard-negative image per text, drawn from the whole gathered batch; with
+  ``losses.itm_counterfactuals`` also each local image with its counterfactual caption
+  (``negative_ids``, from the record's ``negative_captions``) as not matching, up to B more pairs (the
+  items without one are left out of the loss), so that the fusion must compare the caption's details,
+  such as the lesion's side, with the image rather than tell captions apart by their topic.
 
 Global features are the L2-normalised projections (``fusion.image_proj`` / ``fusion.text_proj``) of the
 pooled tokens (CLS by default, ``losses.image_pooling`` / ``text_pooling``); the same projections feed the
@@ -265,8 +269,9 @@ class AMiFPretrainModel(nn.Module):
             stage: overrides the model's stage for the choice of losses (freezing follows :meth:`set_stage`).
             generator: random generator of the hard-negative draws (``hard_negative_mode: sample``).
             return_aux: also return ``pos_index``, ``neg_text``, ``neg_image`` (global rows), ``itm_logits``,
-                ``itm_labels``, ``itm_keep`` (the ITM pairs in the loss) and ``itm_skipped`` (how many
-                negative pairs were left out for want of an admissible negative).
+                ``itm_labels``, ``itm_keep`` (the ITM pairs in the loss; the counterfactual pairs follow the
+                3B others) and ``itm_skipped`` (how many hard-negative pairs were left out for want of an
+                admissible negative).
         """
         stage = self.stage if stage is None else stage
         lc = self.losses_cfg
@@ -340,9 +345,15 @@ class AMiFPretrainModel(nn.Module):
                 labels = torch.zeros(3 * b, dtype=torch.long, device=logits.device)
                 labels[:b] = 1
                 keep = torch.cat([torch.ones_like(ok_text), ok_text, ok_image])
+                skipped = (~keep).sum()
+                if lc.itm_counterfactuals and "negative_ids" in batch:
+                    cf_logits, cf_keep = self._counterfactual_logits(batch, image_in, grad and self._trains("text", stage))
+                    logits = torch.cat([logits, cf_logits], dim=0)
+                    labels = torch.cat([labels, torch.zeros_like(cf_keep, dtype=labels.dtype)])
+                    keep = torch.cat([keep, cf_keep])
                 losses["itm"] = itm_loss(logits, labels, keep)
                 aux.update(neg_text=neg_text, neg_image=neg_image, itm_logits=logits.detach(), itm_labels=labels,
-                           itm_keep=keep, itm_skipped=(~keep).sum())
+                           itm_keep=keep, itm_skipped=skipped)
                 x_pos, y_pos = x[:b], y[:b]
             else:
                 x_pos, y_pos = self.fusion.fuse(text_in, mask, image_in, None)
@@ -353,6 +364,16 @@ class AMiFPretrainModel(nn.Module):
                 )
                 losses["wpa"] = dist_ot.mean() * lc.wpa_weight
         return (losses, aux) if return_aux else losses
+
+    def _counterfactual_logits(self, batch: Mapping[str, Any], image_in: Tensor, grad: bool) -> tuple[Tensor, Tensor]:
+        """ITM logits ``[B, 2]`` of each local image (projected tokens ``image_in``) with its counterfactual
+        caption, and which rows are real pairs (``negative_valid``, bool ``[B]``). Local pairs only: no
+        communication, so every process may hold a different number of them."""
+        ids, mask = batch["negative_ids"].to(image_in.device), batch["negative_mask"].to(image_in.device)
+        tokens = self._text_tokens(ids, mask, batch.get("negative_key"), grad)
+        x, y = self.fusion.fuse(self.fusion.text_proj(tokens), mask, image_in, None)
+        logits = self.itm_head(torch.cat([x[:, 0], y[:, 0]], dim=-1))
+        return logits, batch["negative_valid"].to(device=logits.device, dtype=torch.bool)
 
     @torch.no_grad()
     def _hard_negatives(

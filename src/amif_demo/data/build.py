@@ -40,7 +40,7 @@ BLOCK_GAP_MM = 6.0  # ... separated by unused gaps; blocks are dealt to splits w
 SPLIT_PATTERN = ("train", "test", "train", "val", "train", "test", "train")
 MIN_SLICE_AREA = 0.45  # slices whose organ area is at least this fraction of the largest one are used
 CARD_MARKER = "<!-- amif demo dataset card -->"
-BUILD_VERSION = 2  # bumped when the same seed and scale give a different dataset (amif demo rebuilds)
+BUILD_VERSION = 3  # bumped when the same seed and scale give a different dataset (amif demo rebuilds)
 
 
 def _rng(seed: int, *parts: object) -> np.random.Generator:
@@ -491,14 +491,21 @@ def build_demo_dataset(
         ))
     caps: dict[str, list[CaptionRecord]] = {s: [] for s in SPLITS}
     for r in rendered:
-        text = cap.caption(_rng(seed, "caption", r.image_id), r.study.source, r.truth)
+        def caption_rng(image_id: str = r.image_id) -> np.random.Generator:
+            return _rng(seed, "caption", image_id)
+
+        text = cap.caption(caption_rng(), r.study.source, r.truth)
+        cap_extra = {
+            "single_view": bool(r.extra.get("single_view")), "source": r.study.source,
+            "modality": r.truth["modality"], "organ": r.truth["organ"], "plane": r.truth["plane"],
+            "n_lesions": r.extra["n_lesions"], "lesions": r.extra["lesions"],
+        }
+        twins = cap.negative_captions(caption_rng, r.study.source, r.truth)
+        if twins:
+            cap_extra["negative_captions"] = twins
         caps[r.study.split].append(CaptionRecord(
             id=r.image_id, image=r.rel_path, caption=text, split=r.study.split, study_id=r.study.study_id,
-            view=r.view, extra={
-                "single_view": bool(r.extra.get("single_view")), "source": r.study.source,
-                "modality": r.truth["modality"], "organ": r.truth["organ"], "plane": r.truth["plane"],
-                "n_lesions": r.extra["n_lesions"], "lesions": r.extra["lesions"],
-            },
+            view=r.view, extra=cap_extra,
         ))
     for split in SPLITS:
         write_records(out / f"{split}.jsonl", vqa[split])

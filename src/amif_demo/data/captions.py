@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from amif_demo.data.lesions import intensity_term
@@ -30,6 +32,8 @@ _ORGAN_PHRASE = {
 }
 _SIDE = {"left": "left", "right": "right", "upper": "upper", "lower": "lower",
          "anterior": "anterior", "posterior": "posterior"}
+_OPPOSITE = {"left": "right", "right": "left", "upper": "lower", "lower": "upper",
+             "anterior": "posterior", "posterior": "anterior"}
 
 
 def _location(position: dict[str, str], region: str) -> str:
@@ -90,3 +94,45 @@ def caption(rng: np.random.Generator, source: str, truth: dict) -> str:
         return f"{head} showing {f}."
     sep = ", " if "," in f else " "
     return f"{f[0].upper()}{f[1:]}{sep}on this {view + ' ' if view else ''}{name}{of_organ}."
+
+
+def side_swapped(truth: dict, axis: str) -> dict | None:
+    """``truth`` with the lesions' side on one ``axis`` exchanged (``lr``: left<->right, ``ud``:
+    upper<->lower, ``ap``: anterior<->posterior), or None when its caption states no side on that axis
+    (no lesion, no such axis, or lesions on both sides).
+
+    The caption of the result is a counterfactual twin: the same image described with the lesion on the
+    other side, a pair image-text matching must call not matching (``negative_captions``).
+    """
+    if not truth.get("lesion_questions", True) or not truth.get("lesions"):
+        return None
+    position = truth.get("position") or {}
+    sides = {les.get("side") for les in truth["lesions"] if les.get("side")}
+    if axis not in position and not (axis == "lr" and not position and len(sides) == 1):
+        return None
+
+    def flip(pos: dict[str, str]) -> dict[str, str]:
+        return {a: _OPPOSITE.get(w, w) if a == axis else w for a, w in pos.items()}
+
+    lesions = []
+    for les in truth["lesions"]:
+        les = {**les, "position": flip(les.get("position") or {})}
+        if axis == "lr" and les.get("side"):
+            les["side"] = _OPPOSITE.get(les["side"], les["side"])
+        lesions.append(les)
+    return {**truth, "position": flip(position), "lesions": lesions}
+
+
+def negative_captions(seed_rng: Callable[[], np.random.Generator], source: str, truth: dict) -> list[str]:
+    """The counterfactual captions of one image: for each axis its caption states a side on, the caption
+    with that side exchanged and everything else kept, written with the same template (``seed_rng``
+    returns a generator in the state :func:`caption` was given); empty when the caption states no side."""
+    text = caption(seed_rng(), source, truth)
+    out: list[str] = []
+    for axis in ("lr", "ap", "ud"):
+        twin = side_swapped(truth, axis)
+        if twin is not None:
+            other = caption(seed_rng(), source, twin)
+            if other != text and other not in out:
+                out.append(other)
+    return out

@@ -32,3 +32,22 @@ def test_workers_tokenise_as_the_main_process_did():
     assert batch["question_ids"].shape[1] == 8 and batch["answer_ids"].shape[1] == 6  # truncated, padded to longest
     assert batch["answer"] == ANSWERS  # the raw answers stay for the metrics
     assert torch.equal(batch["pixel_values"], ref["pixel_values"]) and torch.equal(batch["image_index"], ref["image_index"])
+
+
+def _pretrain_items(negatives):
+    return [{"image1": torch.zeros(3, 4, 4), "image2": torch.zeros(3, 4, 4), "caption": f"caption {i}",
+             "id": str(i), **({} if n is False else {"negative_caption": n})} for i, n in enumerate(negatives)]
+
+
+def test_pretrain_collate_counterfactual_captions():
+    from amif.data.collate import PretrainCollate, caption_key
+
+    tokenizer = load_tokenizer("minilm")
+    collate = PretrainCollate(tokenizer, max_length=16)
+    out = collate(_pretrain_items(["a lesion on the right", None, False]))
+    assert out["negative_valid"].tolist() == [True, False, False]  # None and a missing key: no pair
+    ref = tokenizer(["a lesion on the right", "", ""], padding="longest", return_tensors="pt")
+    assert torch.equal(out["negative_ids"], ref["input_ids"]) and torch.equal(out["negative_mask"], ref["attention_mask"])
+    assert out["negative_key"][0] == caption_key("a lesion on the right")
+    # a batch without any counterfactual caption has none of the keys
+    assert not any(k.startswith("negative_") for k in collate(_pretrain_items([None, False])))

@@ -1,6 +1,7 @@
 """Pre-training corpus readers (ROCO, MedICaT, MIMIC-CXR, PMC-OA, own format), view pairing, dataset."""
 
 import csv
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -277,7 +278,7 @@ def test_pretrain_dataset_items(mimic):
     assert len(ds) == 3 and len(ds.records) == 6
     item = ds[0]
     assert set(item) == {"image1", "image2", "teacher_image1", "teacher_image2", "caption", "id", "id2",
-                         "study_id", "index", "corpus"}
+                         "study_id", "index", "corpus"}  # no negative_caption: the records have none
     assert item["image1"].shape == (3, 12, 12)
     assert item["caption"] == "findings study s1 no acute process"
     views = {r.id: r.view for r in records}
@@ -319,3 +320,14 @@ def test_pretrain_dataset_bad_captions_and_images(roco):
     ds = PretrainDataset(roco, recs, to_tensor, validate=True, skip_bad=True)
     assert len(ds) == 2 and ds.skipped.by_kind() == {"unreadable image": 1}
     assert ds.skipped.items[0].path.endswith("ROCO_00002.png")
+
+
+def test_pretrain_dataset_negative_captions(mimic):
+    root, records, _ = read_mimic_cxr(mimic)
+    twins = ["  Findings: the lesion is on the RIGHT.  ", "the lesion is lower"]
+    records = [dataclasses.replace(r, extra={**r.extra, "negative_captions": twins}) for r in records]
+    ds = PretrainDataset(root, records, to_tensor, rng=random.Random(1))
+    drawn = {ds[i % len(ds)]["negative_caption"] for i in range(40)}
+    assert drawn == {ds.negative_caption(dataclasses.replace(records[0], extra={"negative_captions": [t]}))
+                     for t in twins}
+    assert all(d and d == d.strip() for d in drawn)

@@ -400,3 +400,45 @@ def test_rows_without_an_admissible_negative_are_left_out_and_counted(base_model
     assert aux["itm_keep"].tolist() == [True] * B + [False] * (2 * B)
     positives = F.cross_entropy(aux["itm_logits"][:B].float(), aux["itm_labels"][:B])
     torch.testing.assert_close(losses["itm"], positives)
+
+
+def _with_counterfactuals(batch: dict, valid: list[bool], seed: int = 5) -> dict:
+    """``batch`` plus counterfactual captions (random tokens) for the rows where ``valid`` is True."""
+    cf = _batch(seed, lengths=(6, 8, 5, 9, 7, 4))
+    return {**batch, "negative_ids": cf["input_ids"], "negative_mask": cf["attention_mask"],
+            "negative_valid": torch.tensor(valid)}
+
+
+def test_itm_counterfactual_pairs_are_negatives_and_absent_ones_dropped(base_model):
+    m = _fresh(base_model, 1, itm_counterfactuals=True)
+    m.eval()
+    valid = [True, False, True, True, False, True]
+    batch = _with_counterfactuals(_batch(), valid)
+    with torch.no_grad():
+        losses, aux = m(batch, return_aux=True, generator=torch.Generator().manual_seed(0))
+        text = m.fusion.text_proj(m.text_encoder(batch["negative_ids"], batch["negative_mask"]))
+        image = m.fusion.image_proj(m.image_encoder(batch["image1"]))
+        x, y = m.fusion.fuse(text, batch["negative_mask"], image, None)
+        expected = m.itm_head(torch.cat([x[:, 0], y[:, 0]], -1))
+    assert aux["itm_labels"].tolist() == [1] * B + [0] * (3 * B)
+    assert aux["itm_keep"][3 * B:].tolist() == valid
+    torch.testing.assert_close(aux["itm_logits"][3 * B:], expected, rtol=1e-4, atol=1e-5)
+    keep = aux["itm_keep"]
+    full = F.cross_entropy(aux["itm_logits"][keep].float(), aux["itm_labels"][keep])
+    torch.testing.assert_close(losses["itm"], full)
+    assert int(aux["itm_skipped"]) == int((~aux["itm_keep"][:3 * B]).sum())  # hard negatives only
+
+
+def test_itm_counterfactuals_off_leaves_the_losses_unchanged(base_model):
+    plain = _fresh(base_model, 1)
+    plain.eval()
+    batch = _batch()
+    with torch.no_grad():
+        ref = plain(batch, _teacher(), teacher_scale=20.0, generator=torch.Generator().manual_seed(0))
+        off = plain(_with_counterfactuals(batch, [True] * B), _teacher(), teacher_scale=20.0,
+                    generator=torch.Generator().manual_seed(0))
+        on = _fresh(base_model, 1, itm_counterfactuals=True)(
+            _with_counterfactuals(batch, [True] * B), _teacher(), teacher_scale=20.0,
+            generator=torch.Generator().manual_seed(0))
+    assert sorted(off) == sorted(ref) and all(torch.equal(off[k], ref[k]) for k in ref)
+    assert all(torch.equal(on[k], ref[k]) for k in ref if k != "itm") and not torch.equal(on["itm"], ref["itm"])

@@ -355,3 +355,30 @@ def test_refuses_a_foreign_non_empty_folder(tmp_path):
     with pytest.raises(DataError):
         build_demo_dataset(tmp_path, scale=0.02, progress=False)
     assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_counterfactual_captions_swap_exactly_one_side(demo):
+    """Each twin in ``negative_captions`` is its caption with the words of one axis exchanged, nothing else."""
+    from amif_demo.data.captions import _OPPOSITE
+
+    _, _, _, caps = demo
+    axis_of = {"left": "lr", "right": "lr", "upper": "ud", "lower": "ud", "anterior": "ap", "posterior": "ap"}
+    n_twins = 0
+    for s in SPLITS:
+        for c in caps[s]:
+            twins = c.extra.get("negative_captions", [])
+            lesions = c.extra["lesions"] or []
+            position = lesions[0]["position"] if len(lesions) == 1 else {}
+            sides = {les["side"] for les in lesions if les.get("side")}
+            stated = len(position) if position else int(len(lesions) > 1 and len(sides) == 1)
+            assert len(twins) == stated, (c.caption, twins)
+            axes = set()
+            for twin in twins:
+                a, b = c.caption.split(), twin.split()
+                assert len(a) == len(b)
+                diff = [(u, v) for u, v in zip(a, b) if u != v]
+                assert len(diff) == 1 and _OPPOSITE[diff[0][0]] == diff[0][1], (c.caption, twin)
+                axes.add(axis_of[diff[0][0]])
+                n_twins += 1
+            assert len(axes) == len(twins)
+    assert n_twins > 0
