@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from amif.data.mirror import AXIS_WORDS
 from amif_demo.data.lesions import intensity_term
 
 _COUNT = {1: "a single", 2: "two", 3: "three"}
@@ -30,10 +31,7 @@ _ORGAN_PHRASE = {
     "colon": "colonic mucosa", "leg": "the lower leg", "abdomen": "the upper abdomen",
     "lymph node": "a lymph node",
 }
-_SIDE = {"left": "left", "right": "right", "upper": "upper", "lower": "lower",
-         "anterior": "anterior", "posterior": "posterior"}
-_OPPOSITE = {"left": "right", "right": "left", "upper": "lower", "lower": "upper",
-             "anterior": "posterior", "posterior": "anterior"}
+_OPPOSITE = {w: o for a, b in AXIS_WORDS.values() for w, o in ((a, b), (b, a))}
 
 
 def _location(position: dict[str, str], region: str) -> str:
