@@ -85,8 +85,8 @@ class Report(L.Callback):
     """Every ``every`` optimiser steps (and at the last): mean training loss since the last report,
     elapsed time, validation accuracies and the most frequent predictions."""
 
-    def __init__(self, val, every: int, steps: int) -> None:
-        self.val, self.every, self.steps = val, every, steps
+    def __init__(self, val, every: int, steps: int, train=None) -> None:
+        self.val, self.every, self.steps, self.train = val, every, steps, train
         self.losses: list[float] = []
         self.t0 = time.time()
 
@@ -99,6 +99,8 @@ class Report(L.Callback):
             recent = self.losses[-self.every:]
             print(f"step {step} loss {sum(recent) / len(recent):.3f} ({time.time() - self.t0:.0f} s) "
                   f"val {acc} most frequent {top}", flush=True)
+            if self.train is not None:
+                print(f"step {step} train {evaluate(module.model, self.train)[0]}", flush=True)
 
 
 def main() -> None:
@@ -119,6 +121,8 @@ def main() -> None:
                         "(probe_image_encoder.py's augmentation without flips)")
     p.add_argument("--train-types", help="train on these question types only (comma-separated, e.g. "
                    "presence,count); validation still covers every type")
+    p.add_argument("--train-eval", type=int, default=0, metavar="N",
+                   help="also report accuracy on N training questions (every N-th of the split's order)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -145,12 +149,20 @@ def main() -> None:
             print(f"training on {len(items)} questions of types {a.train_types}")
         train = CachedItems(items, a.shift_augment)
     val = cache(d["datasets"]["val"])
+    train_eval = None
+    if a.train_eval:
+        if a.no_cache:
+            raise SystemExit("--train-eval needs the cached training images (no --no-cache)")
+        picked = items[:: max(1, len(items) // a.train_eval)][: a.train_eval]
+        train_eval = (torch.stack([it["pixel_values"] for it in picked]), [it["question"] for it in picked],
+                      [it["answer"] for it in picked], [it["question_type"] for it in picked],
+                      [(it["answer_type"] or "").upper() for it in picked])
     data = VQADataModule(train, None, cfg.run.batch_size, cfg.run.eval_batch_size, 0, cfg.run.seed,
                          collate_fn=model.collate())
     trainer = L.Trainer(max_steps=a.steps, accelerator=cfg.run.accelerator, devices=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         gradient_clip_val=cfg.run.gradient_clip_val or None, limit_val_batches=0,
-                        num_sanity_val_steps=0, callbacks=[Report(val, a.every, a.steps)])
+                        num_sanity_val_steps=0, callbacks=[Report(val, a.every, a.steps, train_eval)])
     trainer.fit(module, datamodule=data)
 
 

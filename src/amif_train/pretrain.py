@@ -141,7 +141,8 @@ def build_pretrain_datasets(
         skipped.extend(corpus.skipped)
         skipped.extend(ds.skipped)
         info = {"name": name, "kind": c.kind, "root": str(root), "split": c.split, "records": len(ds.records), "items": len(ds),
-                "skipped": len(corpus.skipped) + len(ds.skipped)}
+                "skipped": len(corpus.skipped) + len(ds.skipped),
+                "with_counterfactuals": sum(bool((r.extra or {}).get("negative_captions")) for r in ds.records)}
         if len(ds) == 0:
             raise ConfigError(f"{where} ({c.kind} at {root}, split {c.split}) has no usable pairs")
         return ds, info
@@ -155,6 +156,12 @@ def build_pretrain_datasets(
         ds, info = read(c, f"data.corpora[{i}]", train_tf, d.multi_view, teacher_tf)
         parts.append(ds)
         counts["train"].append(info)
+    wanted = [name for name, on in (("itc_counterfactuals", cfg.losses.itc_counterfactuals and cfg.losses.itgc),
+                                    ("itm_counterfactuals", cfg.losses.itm_counterfactuals and cfg.losses.itm
+                                     and cfg.run.stage >= 1)) if on]
+    if wanted and not any(info["with_counterfactuals"] for info in counts["train"]):
+        raise ConfigError(f"losses.{wanted[0]} needs caption records with extra.negative_captions, and no "
+                          f"training record of data.corpora ({', '.join(names)}) has any")
     train = parts[0] if len(parts) == 1 else ConcatDataset(parts)
     val = None
     if d.val is not None:

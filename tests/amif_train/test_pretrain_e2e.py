@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from amif.errors import DataError
+from amif.errors import ConfigError, DataError
 from amif.models.pretrain import AMiFPretrainModel
 from amif_train.cli import main as cli_main
 from amif_train.config import PretrainConfig, load_config
@@ -29,6 +29,7 @@ def _overrides(root: Path, out: Path, *extra: str) -> list[str]:
         "run.log_every_n_steps=1", "run.cpu_threads=1", "model.fusion.dropout=0.0",
         "losses.image_pooling=cls", "losses.text_pooling=cls",
         "run.train_encoders=null",  # the paper's schedule (the demo config locks its pretrained text encoder)
+        "losses.itc_counterfactuals=false",  # these captions have no counterfactual twins
         *extra,
     ]
 
@@ -125,6 +126,15 @@ def _broken_dataset(root: Path) -> Path:
     (root / bad_image).write_bytes(b"this is not a png")
     path.write_text("\n".join(lines) + "\n")
     return root
+
+
+def test_counterfactual_losses_need_records_with_twins(dataset, tmp_path):
+    for extra in (["losses.itc_counterfactuals=true"],
+                  ["losses.itm_counterfactuals=true", "run.stage=1"]):
+        cfg = load_config(CONFIG, _overrides(dataset, tmp_path / "out", *extra), cls=PretrainConfig)
+        with pytest.raises(ConfigError, match="negative_captions") as err:
+            run_pretrain(cfg)
+        assert extra[0].split("=")[0] in str(err.value) and "\n" not in str(err.value)
 
 
 def test_bad_rows_are_errors_naming_file_and_row(tmp_path):

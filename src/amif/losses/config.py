@@ -22,6 +22,10 @@ class LossConfig:
     # ITM also scores each image against its record's counterfactual caption (extra.negative_captions,
     # e.g. the lesion sides exchanged) as not matching, so the fusion has to check the caption's details
     itm_counterfactuals: bool = False
+    # the image-text loss also sets each image's caption against its counterfactual twin (the same
+    # record field), times counterfactual_weight; any stage with itgc
+    itc_counterfactuals: bool = False
+    counterfactual_weight: float = 1.0
     image_pooling: str = "cls"  # global image feature: cls (paper) | mean of all tokens | max over the patch tokens
     text_pooling: str = "cls"  # global text feature: cls (paper) | mean of the real tokens
     teacher: str = "caption"  # caption | <open_clip folder> | <CLIP model folder> | <cache .safetensors> | none
@@ -64,6 +68,10 @@ def validate_losses(L: LossConfig) -> None:
     if L.ipot_beta <= 0 or L.ipot_iters < 1 or L.sinkhorn_epsilon <= 0 or L.sinkhorn_iters < 1:
         raise ConfigError("config.losses needs ipot_beta > 0, ipot_iters >= 1, sinkhorn_epsilon > 0 and "
                           "sinkhorn_iters >= 1")
+    if L.itc_counterfactuals and not L.itgc:
+        raise ConfigError("config.losses.itc_counterfactuals extends itgc: switch itgc on or itc_counterfactuals off")
+    if L.counterfactual_weight < 0:
+        raise ConfigError(f"config.losses.counterfactual_weight must be >= 0, got {L.counterfactual_weight}")
     teacher = L.teacher.strip()
     if not teacher:
         raise ConfigError("config.losses.teacher is empty: use caption, none, a model folder or a cache file")

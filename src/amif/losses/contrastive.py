@@ -33,6 +33,7 @@ __all__ = [
     "LearnableTemperature",
     "TargetMode",
     "contrastive_direction",
+    "counterfactual_contrast",
     "hard_label_contrastive",
     "image_image_loss",
     "image_text_loss",
@@ -242,6 +243,24 @@ def image_text_loss(
         **common,
     )
     return 0.5 * (i2t + t2i)
+
+
+def counterfactual_contrast(
+    image: Tensor, text: Tensor, counterfactual: Tensor, valid: Tensor, temperature: Temperature
+) -> Tensor:
+    """Each image against its own caption and that caption's counterfactual twin, a scalar.
+
+    ``L = mean over valid i of CE([a_i·b_i, a_i·b̃_i] / τ, 0)``: the twin (``counterfactual [B, D]``,
+    e.g. the same caption with the lesion's side exchanged) is a negative the batch almost never holds,
+    and a teacher that scores it like the caption cannot say it is wrong, so this term asks for the one
+    detail that tells them apart. ``valid [B]`` bool marks the rows with a twin; with none the loss is 0
+    (no host synchronisation either way).
+    """
+    a = _work(image)
+    logits = torch.stack([(a * _work(text)).sum(-1), (a * _work(counterfactual)).sum(-1)], dim=-1) / temperature
+    w = valid.to(device=logits.device, dtype=logits.dtype)
+    ce = F.cross_entropy(logits, torch.zeros_like(valid, dtype=torch.long, device=logits.device), reduction="none")
+    return (ce * w).sum() / w.sum().clamp_min(1.0)
 
 
 def image_image_loss(

@@ -8,6 +8,9 @@ local batch of ``B`` pairs and ``N = world_size * B`` gathered pairs:
 * ``itgc``: image-text soft-label contrastive loss, both directions;
 * ``imvc``: view 1 vs view 2 image-image contrastive loss, both directions;
 * ``utgc``: text-text relational distillation;
+* ``itc_cf`` (``losses.itc_counterfactuals``): each local image against its caption and one of the
+  caption's counterfactual twins (``negative_ids``), a two-way cross-entropy, times
+  ``counterfactual_weight``;
 * ``wpa`` (stage >= 1): optimal-transport word-patch distance between the fused tokens of the positive
   pairs, times ``wpa_weight``;
 * ``itm`` (stage >= 1): matching / not matching over 3B pairs: the B positives, one hard-negative text per
@@ -42,6 +45,7 @@ from amif.distributed import gather_no_grad, gather_with_grad, positive_index, w
 from amif.errors import CheckpointError
 from amif.losses import (
     LearnableTemperature,
+    counterfactual_contrast,
     image_image_loss,
     image_text_loss,
     itm_loss,
@@ -311,6 +315,9 @@ class AMiFPretrainModel(nn.Module):
                 a1, t, a1_all, t_all, pos, self.temperature_itc(), teacher_image=u1, teacher_text=v,
                 teacher_image_all=u1_all, teacher_text_all=v_all, **soft,
             )
+            if lc.itc_counterfactuals and "negative_ids" in batch:
+                losses["itc_cf"] = lc.counterfactual_weight * self._counterfactual_contrast(
+                    batch, a1, t, grad and self._trains("text", stage))
         if on["imvc"]:
             a2 = a_both[b:]
             losses["imvc"] = image_image_loss(
@@ -364,6 +371,15 @@ class AMiFPretrainModel(nn.Module):
                 )
                 losses["wpa"] = dist_ot.mean() * lc.wpa_weight
         return (losses, aux) if return_aux else losses
+
+    def _counterfactual_contrast(self, batch: Mapping[str, Any], image: Tensor, text: Tensor, grad: bool) -> Tensor:
+        """:func:`counterfactual_contrast` of the local global image and caption features (``image``,
+        ``text``) with the captions' counterfactual twins (``negative_ids``); local rows, no communication."""
+        ids, mask = batch["negative_ids"].to(image.device), batch["negative_mask"].to(image.device)
+        twin = F.normalize(self.fusion.text_proj(self.pool_text(
+            self._text_tokens(ids, mask, batch.get("negative_key"), grad), mask)), dim=-1)
+        valid = batch["negative_valid"].to(device=image.device, dtype=torch.bool)
+        return counterfactual_contrast(image, text, twin, valid, self.temperature_itc())
 
     def _counterfactual_logits(self, batch: Mapping[str, Any], image_in: Tensor, grad: bool) -> tuple[Tensor, Tensor]:
         """ITM logits ``[B, 2]`` of each local image (projected tokens ``image_in``) with its counterfactual

@@ -442,3 +442,37 @@ def test_itm_counterfactuals_off_leaves_the_losses_unchanged(base_model):
             generator=torch.Generator().manual_seed(0))
     assert sorted(off) == sorted(ref) and all(torch.equal(off[k], ref[k]) for k in ref)
     assert all(torch.equal(on[k], ref[k]) for k in ref if k != "itm") and not torch.equal(on["itm"], ref["itm"])
+
+
+def test_itc_counterfactuals_contrast_each_image_with_its_caption_and_twin(base_model):
+    m = _fresh(base_model, 0, itc_counterfactuals=True, counterfactual_weight=2.0)
+    m.eval()
+    valid = [True, False, True, True, False, True]
+    batch = _with_counterfactuals(_batch(), valid)
+    with torch.no_grad():
+        losses = m(batch, _teacher(), teacher_scale=20.0)
+        ref = _fresh(base_model, 0).eval()(batch, _teacher(), teacher_scale=20.0)
+        a = m.image_features(batch["image1"])
+        own = m.text_features(batch["input_ids"], batch["attention_mask"])
+        twin = m.text_features(batch["negative_ids"], batch["negative_mask"])
+        tau = m.temperature_itc()
+    logits = torch.stack([(a * own).sum(-1), (a * twin).sum(-1)], -1) / tau
+    rows = torch.tensor(valid)
+    expected = F.cross_entropy(logits[rows], torch.zeros(int(rows.sum()), dtype=torch.long))
+    torch.testing.assert_close(losses["itc_cf"], 2.0 * expected, rtol=1e-4, atol=1e-5)
+    assert all(torch.equal(losses[k], ref[k]) for k in ref)  # the other losses are untouched
+    assert "itc_cf" not in ref
+    # a twin no different from the caption is a coin toss: log 2 per row
+    same = {**batch, "negative_ids": batch["input_ids"], "negative_mask": batch["attention_mask"]}
+    with torch.no_grad():
+        coin = m(same, _teacher(), teacher_scale=20.0)["itc_cf"]
+    torch.testing.assert_close(coin, torch.tensor(2.0 * 0.6931472), rtol=1e-4, atol=1e-5)
+
+
+def test_itc_counterfactuals_train_the_image_side_in_stage0(base_model):
+    m = _fresh(base_model, 0, itgc=True, imvc=False, utgc=False, itc_counterfactuals=True)
+    batch = _with_counterfactuals(_batch(), [True] * B)
+    loss = m(batch, _teacher(), teacher_scale=20.0)["itc_cf"]
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.image_encoder.parameters())
+    assert m.fusion.text_proj.weight.grad is not None and m.fusion.text_proj.weight.grad.abs().sum() > 0
