@@ -333,10 +333,16 @@ def run_demo(
         parallel = pretrain and usable_cpus() >= 2
     background = {}
     if parallel:
+        from functools import partial
+
+        from amif_demo.report import question_only_extras
+
         bg_dir = _fresh(runs / "question_only")
         bg_cfg = finetune_config(Path(config), data_dir, bg_dir, [*overrides, *FINETUNE_RUNS["question_only"]])
         bg_cfg.run.progress_bar = False
-        background["question_only"] = start_finetune(bg_cfg, bg_dir / "train.log")
+        # its reliance and calibration passes run there too, while the main process still pre-trains
+        background["question_only"] = start_finetune(bg_cfg, bg_dir / "train.log",
+                                                     then=partial(question_only_extras, str(out)))
         print(f"question-only baseline: training in a second process meanwhile (log: {bg_dir / 'train.log'})")
     pretrain_summaries: list[dict[str, Any]] = []
     if pretrain:
@@ -350,6 +356,7 @@ def run_demo(
     # 3. fine-tuning runs
     results: dict[str, dict[str, Any]] = {}
     rows_by_model: dict[str, list[dict]] = {}
+    done: dict[str, dict[str, Any]] = {}  # reliance and calibration from the second process
     # a run in the second process is collected first: training the next one meanwhile would put two
     # fine-tuning runs on the two cores at once, which slows both down more than it overlaps
     for key in run_keys:
@@ -359,6 +366,9 @@ def run_demo(
             print("trained in the second process; waiting for it to finish", flush=True)
             summary = background[key].result()
             timings[key] = summary["seconds"]
+            if "then" in summary:
+                done[key] = summary.pop("then")
+                timings[f"{key}_reliance"] = summary.pop("then_seconds")
         else:
             extra = FINETUNE_RUNS[key]
             if key == "pretrained":
@@ -383,7 +393,7 @@ def run_demo(
     step("report")
     from amif_demo.report import demo_extras
 
-    extras = demo_extras(out, records, rows_by_model, MODELS, main_model(results), plots=plots)
+    extras = demo_extras(out, records, rows_by_model, MODELS, main_model(results), plots=plots, done=done)
     timings["explain"] = extras["seconds"]
     maj_rows, maj = majority_baseline(records["train"], records["test"])
     results = {"majority": add_lesion_metric(maj, maj_rows), **results}

@@ -133,51 +133,83 @@ def plot_reliability(calibration: Mapping[str, Mapping[str, Any]], path: Path) -
     return path
 
 
-def demo_extras(out: Path, records: Mapping[str, Sequence[Any]], rows_by_model: Mapping[str, Sequence[dict]],
-                labels: Mapping[str, str], main: str, plots: bool = True, batch_size: int = 64) -> dict[str, Any]:
-    """Image reliance and calibration of ``main`` and ``question_only``, the lesion-hit share of
-    ``main``'s heatmaps and (``plots``) the explanation sheet and reliability diagram in ``out/report``.
-
-    ``rows_by_model``: each model's test rows with the images it was evaluated on (real images for
-    AMiF; the question-only model's are blank, so it gets a real-image pass here). Returns what the
-    report's ``explain`` section holds, with ``images`` {title: path} and the seconds it took."""
+def model_extras(out: Path, key: str, test: Sequence[Any], rows: Sequence[dict], batch_size: int = 64
+                 ) -> tuple[dict[str, Any], Any]:
+    """Real-image test metrics, image reliance and calibration of the model in ``out/runs/<key>/model``,
+    and the model itself. ``rows``: its test rows; the question-only model's were computed on blank
+    images, so it gets a real-image pass (and its own rows serve as the blank condition)."""
     from amif.calibration import calibration_from_rows
     from amif.data.records import split_file
     from amif.data.transforms import build_eval_transform
     from amif.data.vqa_dataset import VQADataset
     from amif.evaluation import evaluate_dataset
-    from amif.inference import VQAPredictor
     from amif.models.vqa import AMiFVQA
-    from amif.reliance import format_reliance_table, image_reliance
+    from amif.reliance import image_reliance
+
+    t0 = time.time()
+    data_dir = out / "data"
+    qtypes = sorted({r.question_type for r in test if r.question_type})
+    model = AMiFVQA.from_pretrained(out / "runs" / key / "model")
+    size = model.image_encoder.image_size
+    ds = VQADataset(data_dir, list(test), build_eval_transform(size), image_size=size,
+                    source=str(split_file(data_dir, "test")))
+    given = list(rows)
+    real_rows, known = given, {}
+    if key == "question_only" and len(given) == len(test):  # its own test run saw blank images
+        known["blank"] = (given, _score(given, qtypes))
+    if key == "question_only" or len(given) != len(test):
+        real_rows, _ = evaluate_dataset(model, ds, batch_size=batch_size, question_types=qtypes)
+    done = {"real": _score(real_rows, qtypes),
+            "reliance": image_reliance(model, ds, real_rows, batch_size=batch_size, question_types=qtypes,
+                                       known=known),
+            "calibration": calibration_from_rows(given or real_rows)}
+    done["seconds"] = round(time.time() - t0, 1)
+    return done, model
+
+
+def question_only_extras(out: str, summary: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`model_extras` of the question-only run in ``out`` (after its run, in its own process:
+    :func:`amif_demo.background.start_finetune`'s ``then``)."""
+    import json
+
+    from amif.data.records import load_split
+
+    root = Path(out)
+    rows = json.loads((root / "runs" / "question_only" / "results_test.json").read_text(encoding="utf-8"))
+    return model_extras(root, "question_only", load_split(root / "data", "test"), rows["predictions"])[0]
+
+
+def demo_extras(out: Path, records: Mapping[str, Sequence[Any]], rows_by_model: Mapping[str, Sequence[dict]],
+                labels: Mapping[str, str], main: str, plots: bool = True, batch_size: int = 64,
+                done: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """Image reliance and calibration of ``main`` and ``question_only``, the lesion-hit share of
+    ``main``'s heatmaps and (``plots``) the explanation sheet and reliability diagram in ``out/report``.
+
+    ``rows_by_model``: each model's test rows with the images it was evaluated on (real images for
+    AMiF; the question-only model's are blank, so it gets a real-image pass here). ``done``: a model's
+    :func:`model_extras` computed already (by the second process). Returns what the report's
+    ``explain`` section holds, with ``images`` {title: path} and the seconds it took here."""
+    from amif.inference import VQAPredictor
+    from amif.reliance import format_reliance_table
 
     t0 = time.time()
     data_dir, report_dir = out / "data", out / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
     test = list(records["test"])
-    qtypes = sorted({r.question_type for r in test if r.question_type})
     reliance, real, calibration = {}, {}, {}
     predictor = None
     for key in (main, "question_only"):
-        folder = out / "runs" / key / "model"
-        if not folder.is_dir():
+        if not (out / "runs" / key / "model").is_dir():
             continue
-        model = AMiFVQA.from_pretrained(folder)
-        size = model.image_encoder.image_size
-        ds = VQADataset(data_dir, test, build_eval_transform(size), image_size=size,
-                        source=str(split_file(data_dir, "test")))
-        rows = list(rows_by_model.get(key) or [])
-        known = {}
-        if key == "question_only" and len(rows) == len(test):  # its own test run saw blank images
-            known["blank"] = (rows, _score(rows, qtypes))
-        if key == "question_only" or len(rows) != len(test):
-            rows, _ = evaluate_dataset(model, ds, batch_size=batch_size, question_types=qtypes)
-        metrics = _score(rows, qtypes)
-        real[labels[key]] = metrics
-        reliance[labels[key]] = image_reliance(model, ds, rows, batch_size=batch_size, question_types=qtypes,
-                                               known=known)
-        calibration[labels[key]] = calibration_from_rows(rows_by_model.get(key) or rows)
-        if key == main:
-            predictor = VQAPredictor(model)
+        if done and key in done and key != main:
+            extras = done[key]
+        else:
+            extras, model = model_extras(out, key, test, rows_by_model.get(key) or [], batch_size)
+            if key == main:
+                predictor = VQAPredictor(model)
+        real[labels[key]] = extras["real"]
+        reliance[labels[key]] = extras["reliance"]
+        calibration[labels[key]] = extras["calibration"]
     result: dict[str, Any] = {"image_reliance": reliance, "real_image_metrics": real,
                               "calibration": calibration, "images": {}}
     result["reliance_table"] = format_reliance_table(reliance, real) if reliance else ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from amif.data.records import VQARecord, load_split
 from amif_demo import pipeline as demo
@@ -138,6 +139,21 @@ def test_demo_pipeline_end_to_end(tmp_path, capsys):
     if background:
         log = (out / "runs" / "question_only" / "train.log").read_text(encoding="utf-8")
         assert "Test split" in log  # the child's output went to its log
+        # its reliance and calibration passes ran there too, and match a recomputation here
+        assert "question_only_reliance" in saved["seconds"]
+        from amif_demo.report import question_only_extras
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as in the second process
+        try:
+            again = question_only_extras(str(out), {})
+        finally:
+            torch.set_num_threads(threads)
+        label = demo.MODELS["question_only"]
+        for mode in ("blank", "shuffled"):
+            assert why["image_reliance"][label][mode]["overall"] == pytest.approx(again["reliance"][mode]["overall"])
+        assert why["real_image_metrics"][label]["overall"] == pytest.approx(again["real"]["overall"])
+        assert why["calibration"][label]["ece"] == pytest.approx(again["calibration"]["ece"])
         assert (out / "runs" / "question_only" / "model").is_dir()
 
     # only the model folders of the runs stay (the Lightning checkpoints are hundreds of MB each)
