@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+import os
 import random
+import sys
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -142,3 +145,18 @@ def make_caption_dataset(root: Path, per_kind: dict[str, int], seed: int = 0) ->
         rng.shuffle(records)
         write_records(root / f"captions_{split}.jsonl", records)
     return root
+
+
+def leave_worker() -> None:
+    """End a gloo test worker (``mp.spawn``) whose results are saved: tear the process group down, then
+    exit at once. Letting the interpreter finalise instead can abort the process (SIGABRT, "terminate
+    called without an active exception") when a gloo thread still holds tensors, after the work is done."""
+    import torch.distributed as dist
+
+    gc.collect()
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+

@@ -24,7 +24,7 @@ from amif.losses.config import LossConfig
 from amif.models.pretrain import AMiFPretrainModel
 from amif_train.config import load_config
 
-from helpers import MICRO, TINY_CONFIG
+from helpers import MICRO, TINY_CONFIG, leave_worker
 
 WORLD = 2
 GLOBAL_BATCH = 8
@@ -94,8 +94,11 @@ def _worker(rank: int, world: int, store: str, out_dir: str, state_path: str) ->
             results[stage] = {"losses": losses, "grads": grads,
                               "aux": {k: v for k, v in aux.items() if k in ("pos_index", "neg_text", "neg_image")}}
         torch.save({"info": world_info(), "results": results}, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
+        dist.barrier()  # both ranks done with gloo before either tears it down
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    leave_worker()
 
 
 def test_ddp_step_matches_single_process(tmp_path):

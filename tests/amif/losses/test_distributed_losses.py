@@ -27,6 +27,8 @@ from amif.losses import (
     text_text_loss,
 )
 
+from helpers import leave_worker
+
 WORLD = 2
 GLOBAL_BATCH = 8
 D_IN, D, D_TEACHER = 6, 5, 4
@@ -114,8 +116,10 @@ def _worker(rank: int, world: int, store: str, out_dir: str) -> None:
             os.path.join(out_dir, f"rank{rank}.pt"),
         )  # fmt: skip
         dist.barrier()  # both ranks done with gloo before either tears it down (a teardown race aborted a rank)
-    finally:
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    leave_worker()
 
 
 def test_single_process_helpers_are_identities():
