@@ -36,7 +36,11 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo" / "finetune.ya
 
 def cache(ds) -> tuple[torch.Tensor, list[str], list[str], list[str], list[str]]:
     """A split's images (stacked), questions, answers, question types and answer types."""
-    items = [ds[i] for i in range(len(ds))]
+    return columns([ds[i] for i in range(len(ds))])
+
+
+def columns(items: list[dict[str, Any]]) -> tuple[torch.Tensor, list[str], list[str], list[str], list[str]]:
+    """Loaded items as :func:`evaluate` reads them: images (stacked), questions, answers, types."""
     return (torch.stack([it["pixel_values"] for it in items]), [it["question"] for it in items],
             [it["answer"] for it in items], [it["question_type"] for it in items],
             [(it["answer_type"] or "").upper() for it in items])
@@ -153,10 +157,7 @@ def main() -> None:
     if a.train_eval:
         if a.no_cache:
             raise SystemExit("--train-eval needs the cached training images (no --no-cache)")
-        picked = items[:: max(1, len(items) // a.train_eval)][: a.train_eval]
-        train_eval = (torch.stack([it["pixel_values"] for it in picked]), [it["question"] for it in picked],
-                      [it["answer"] for it in picked], [it["question_type"] for it in picked],
-                      [(it["answer_type"] or "").upper() for it in picked])
+        train_eval = columns(items[:: max(1, len(items) // a.train_eval)][: a.train_eval])
     data = VQADataModule(train, None, cfg.run.batch_size, cfg.run.eval_batch_size, 0, cfg.run.seed,
                          collate_fn=model.collate())
     trainer = L.Trainer(max_steps=a.steps, accelerator=cfg.run.accelerator, devices=1, logger=False,

@@ -201,9 +201,8 @@ def demo_extras(out: Path, records: Mapping[str, Sequence[Any]], rows_by_model: 
     for key in (main, "question_only"):
         if not (out / "runs" / key / "model").is_dir():
             continue
-        if done and key in done and key != main:
-            extras = done[key]
-        else:
+        extras = None if key == main else (done or {}).get(key)  # main's model draws the heatmaps below
+        if extras is None:
             extras, model = model_extras(out, key, test, rows_by_model.get(key) or [], batch_size)
             if key == main:
                 predictor = VQAPredictor(model)

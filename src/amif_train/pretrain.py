@@ -156,11 +156,11 @@ def build_pretrain_datasets(
         ds, info = read(c, f"data.corpora[{i}]", train_tf, d.multi_view, teacher_tf)
         parts.append(ds)
         counts["train"].append(info)
-    wanted = [name for name, on in (("itc_counterfactuals", cfg.losses.itc_counterfactuals and cfg.losses.itgc),
-                                    ("itm_counterfactuals", cfg.losses.itm_counterfactuals and cfg.losses.itm
-                                     and cfg.run.stage >= 1)) if on]
-    if wanted and not any(info["with_counterfactuals"] for info in counts["train"]):
-        raise ConfigError(f"losses.{wanted[0]} needs caption records with extra.negative_captions, and no "
+    lc = cfg.losses  # itc_counterfactuals implies itgc (validate_losses); itm runs from stage 1 on
+    need = ("itc_counterfactuals" if lc.itc_counterfactuals else
+            "itm_counterfactuals" if lc.itm_counterfactuals and lc.itm and cfg.run.stage >= 1 else None)
+    if need and not any(info["with_counterfactuals"] for info in counts["train"]):
+        raise ConfigError(f"losses.{need} needs caption records with extra.negative_captions, and no "
                           f"training record of data.corpora ({', '.join(names)}) has any")
     train = parts[0] if len(parts) == 1 else ConcatDataset(parts)
     val = None
