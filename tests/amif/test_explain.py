@@ -18,8 +18,8 @@ from helpers import save_micro_model, write_test_images
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("explain")
+def files(module_tmp):
+    tmp = module_tmp("explain")
     return {"model": save_micro_model(tmp / "model"), **write_test_images(tmp / "images")}
 
 

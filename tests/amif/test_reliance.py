@@ -17,8 +17,8 @@ from helpers import make_shapes_dataset, save_micro_model
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("reliance")
+def setup(module_tmp):
+    tmp = module_tmp("reliance")
     data = make_shapes_dataset(tmp / "data", n_images=20)
     return {"data": data, "model": save_micro_model(tmp / "model")}
 

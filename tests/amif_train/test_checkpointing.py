@@ -38,9 +38,9 @@ def plant(path: Path, marker: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(module_tmp):
     """A finished one-epoch fine-tuning run: (dataset, run folder, overrides that rebuild its config)."""
-    tmp = tmp_path_factory.mktemp("ckpt")
+    tmp = module_tmp("ckpt")
     root = make_shapes_dataset(tmp / "data", n_images=20)
     overrides = MICRO + LEAN + [f"data.root={root}", "run.max_epochs=1", "run.batch_size=8", "run.accelerator=cpu"]
     assert cli_main(["finetune", "--config", str(TINY_CONFIG), f"run.output_dir={tmp / 'run'}", *overrides]) == 0

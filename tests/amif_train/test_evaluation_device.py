@@ -38,9 +38,9 @@ def test_autocast_follows_training_precision_on_gpu_only():
 
 
 @pytest.fixture(scope="module")
-def finetuned(tmp_path_factory):
+def finetuned(module_tmp):
     """A tiny fine-tuning run whose evaluation calls are recorded (device of the model, autocast)."""
-    tmp = tmp_path_factory.mktemp("evaldev")
+    tmp = module_tmp("evaldev")
     root = make_shapes_dataset(tmp / "data", n_images=20)
     calls = []
     real = finetune.evaluate_dataset

@@ -13,8 +13,8 @@ from helpers import MICRO, TINY_CONFIG, make_shapes_dataset
 
 
 @pytest.fixture(scope="module")
-def finetuned(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("e2e")
+def finetuned(module_tmp):
+    tmp = module_tmp("e2e")
     root = make_shapes_dataset(tmp / "data", n_images=20)
     cfg = load_config(TINY_CONFIG, MICRO + [f"data.root={root}", f"run.output_dir={tmp / 'run'}",
                                             "run.max_epochs=2", "run.batch_size=8", "run.log_every_n_steps=1"])

@@ -39,8 +39,8 @@ def write_teacher(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory) -> PaperFiles:
-    root = tmp_path_factory.mktemp("paper")
+def files(module_tmp) -> PaperFiles:
+    root = module_tmp("paper")
     torch.save(openai_vit_state_dict(), root / "ViT-B-16.pt")
     return PaperFiles(root / "ViT-B-16.pt", write_bert_folder(root / "bert"), write_teacher(root / "teacher"),
                       tiny=False)

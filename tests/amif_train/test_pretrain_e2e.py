@@ -35,13 +35,13 @@ def _overrides(root: Path, out: Path, *extra: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    return make_caption_dataset(tmp_path_factory.mktemp("captions"), {"train": 16, "val": 6})
+def dataset(module_tmp):
+    return make_caption_dataset(module_tmp("captions"), {"train": 16, "val": 6})
 
 
 @pytest.fixture(scope="module")
-def stage0(dataset, tmp_path_factory):
-    out = tmp_path_factory.mktemp("stage0")
+def stage0(dataset, module_tmp):
+    out = module_tmp("stage0")
     # 16 epochs: at 12, recall@1 on this tiny set swings with the seed's data order (0.35-0.65 over five seeds)
     cfg = load_config(CONFIG, _overrides(dataset, out, "run.max_epochs=16"), cls=PretrainConfig)
     return out, run_pretrain(cfg)

@@ -11,8 +11,8 @@ from helpers import make_shapes_dataset, save_micro_model, write_test_images
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("serve")
+def setup(module_tmp):
+    tmp = module_tmp("serve")
     return {"predictor": VQAPredictor.from_pretrained(save_micro_model(tmp / "model")),
             "data": make_shapes_dataset(tmp / "data", n_images=20), **write_test_images(tmp / "img")}
 

@@ -40,8 +40,8 @@ def _browser_paths() -> tuple[str, str]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("browser")
+def server(module_tmp):
+    tmp = module_tmp("browser")
     model = save_micro_model(tmp / "model")
     data = make_shapes_dataset(tmp / "data", n_images=20)
     files = write_test_images(tmp / "img")

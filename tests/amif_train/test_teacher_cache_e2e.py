@@ -29,9 +29,9 @@ PAPER = CONFIGS / "paper" / "pretrain_stage0.yaml"
 
 
 @pytest.fixture(scope="module")
-def corpora(tmp_path_factory):
+def corpora(module_tmp):
     """Two caption corpora with the same record ids; in each, two records are views of one study."""
-    base = tmp_path_factory.mktemp("corpora")
+    base = module_tmp("corpora")
     roots = []
     for seed, name in enumerate(("a", "b")):
         root = make_caption_dataset(base / name, {"train": 2}, seed=seed)

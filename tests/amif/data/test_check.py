@@ -15,8 +15,8 @@ from fixtures_official import build_pathvqa, build_vqa_rad_osf
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    base = tmp_path_factory.mktemp("check")
+def prepared(module_tmp):
+    base = module_tmp("check")
     prepare_dataset("pathvqa", build_pathvqa(base / "src"), base / "pathvqa", link=False)
     return base / "pathvqa"
 

@@ -34,10 +34,10 @@ def _one_thread():
 
 
 @pytest.fixture(scope="module")
-def teachers(tmp_path_factory):
-    clip_dir = tmp_path_factory.mktemp("clip")
+def teachers(module_tmp):
+    clip_dir = module_tmp("clip")
     write_tiny_clip(clip_dir, ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS, image_size=32, num_layers=2)
-    bc_dir = tmp_path_factory.mktemp("biomedclip")
+    bc_dir = module_tmp("biomedclip")
     write_biomedclip(bc_dir, width=64, layers=1, text_width=64, text_layers=1)
     return {
         "clip": CLIPTeacher.from_folder(clip_dir, max_length=16),

@@ -19,8 +19,8 @@ def _one_thread():
 
 
 @pytest.fixture(scope="module")
-def released(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("biomedclip")
+def released(module_tmp):
+    folder = module_tmp("biomedclip")
     state = write_biomedclip(folder, width=128, layers=2, text_width=128, text_layers=2)
     return folder, state
 

@@ -34,8 +34,8 @@ STD = (0.2, 0.25, 0.3)
 
 
 @pytest.fixture(scope="module")
-def clip_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny_clip")
+def clip_dir(module_tmp):
+    d = module_tmp("tiny_clip")
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
     tok = write_tiny_clip(d, tokens, image_size=32, num_layers=2)
     assert tok.convert_tokens_to_ids("chest") == 5

@@ -154,8 +154,8 @@ def images() -> Tensor:
 
 
 @pytest.fixture(scope="module")
-def openai_files(tmp_path_factory, openai_sd) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("openai")
+def openai_files(module_tmp, openai_sd) -> dict[str, Path]:
+    d = module_tmp("openai")
     jit_file, plain_file = d / "ViT-T-8.pt", d / "plain.pt"
     save_torchscript(openai_sd, jit_file)
     torch.save(openai_sd, plain_file)

@@ -71,9 +71,9 @@ def _chance_p(table: Counter) -> float:
 
 
 @pytest.fixture(scope="module")
-def default_plan(tmp_path_factory):
+def default_plan(module_tmp):
     """The plan (studies and their lesion attributes) of the default demo build, without rendering."""
-    b = _Builder(tmp_path_factory.mktemp("plan"), 0, DEFAULT_SCALE, 192, use_invesalius=False)
+    b = _Builder(module_tmp("plan"), 0, DEFAULT_SCALE, 192, use_invesalius=False)
     return b, b.plan()
 
 
@@ -125,8 +125,8 @@ def test_test_split_has_enough_single_lesion_studies(default_plan):
 
 
 @pytest.fixture(scope="module")
-def small_build(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bal") / "ds"
+def small_build(module_tmp):
+    out = module_tmp("bal") / "ds"
     summary = build_demo_dataset(out, seed=1, scale=0.15, image_size=128, progress=False)
     return out, summary, {s: load_split(out, s) for s in SPLITS}, {s: load_caption_split(out, s) for s in SPLITS}
 

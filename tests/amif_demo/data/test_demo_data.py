@@ -27,8 +27,8 @@ SIZE = 192
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo") / "ds"
+def demo(module_tmp):
+    out = module_tmp("demo") / "ds"
     summary = build_demo_dataset(out, seed=0, scale=SCALE, image_size=SIZE, progress=False)
     vqa = {s: load_split(out, s) for s in SPLITS}
     caps = {s: load_caption_split(out, s) for s in SPLITS}
